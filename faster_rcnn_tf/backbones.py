@@ -1,0 +1,152 @@
+"""Backbones: feature extractors (stride 16) and their per-RoI heads, from keras.applications.
+
+Each backbone is described by a `Backbone` tuple:
+  features: keras.Model, images [B, H, W, 3] (normalized) -> [B, H/16, W/16, C].
+  roi_head: keras.Model, crops [B*R, S, S, C] -> [B*R, D] per-RoI feature vectors.
+  normalize: function, float32 RGB pixels in [0, 255] -> the backbone's input scale.
+  stride: 16.
+  crop_size, crop_max_pool: how RoIs are pooled (see `ops.roi_pooling.crop_pool`).
+
+Names: 'vgg16' (conv5_3, fc6/fc7 4096, 14x14 crops max-pooled to 7x7), 'resnet50' and
+'resnet101' (C4: conv4 features, conv5 stage as the RoI head on direct 7x7 crops),
+'mobilenet_v2' (stride-16 expansion features, a small fc head: the CPU model), 'tiny' (a
+few convolutions, for tests and demos).
+
+Weights: None (random), 'imagenet' (the Keras download; needs internet) or the path of a
+local weights file saved from the same keras.applications model (`model.save_weights`).
+"""
+
+import collections
+import os
+
+import keras
+import tensorflow as tf
+
+Backbone = collections.namedtuple(
+    'Backbone', ['features', 'roi_head', 'normalize', 'stride', 'crop_size',
+                 'crop_max_pool', 'frozen_prefixes'])
+
+NAMES = ('vgg16', 'resnet50', 'resnet101', 'mobilenet_v2', 'tiny')
+
+_CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
+
+
+def _caffe_normalize(images):
+  """RGB [0, 255] -> BGR minus the ImageNet pixel means (the VGG / ResNet convention)."""
+  return tf.reverse(images - tf.constant(_CAFFE_MEAN_RGB, images.dtype), axis=[-1])
+
+
+def _tanh_normalize(images):
+  return images / 127.5 - 1.0
+
+
+def _resolve_weights(weights, name):
+  """keras.applications `weights` argument for a user's --backbone_weights value."""
+  if weights in (None, '', 'none'):
+    return None, None
+  if weights == 'imagenet':
+    return 'imagenet', None
+  if not os.path.exists(weights):
+    raise ValueError(f'--backbone_weights: file {weights!r} for backbone {name!r} does not '
+                     "exist (use 'none', 'imagenet' or the path of a weights file)")
+  return None, weights
+
+
+def _fc_head(input_shape, units, dropout, name):
+  crops = keras.Input(input_shape)
+  x = keras.layers.Flatten()(crops)
+  for i, n in enumerate(units):
+    x = keras.layers.Dense(n, activation='relu', name=f'fc{6 + i}')(x)
+    if dropout:
+      x = keras.layers.Dropout(dropout)(x)
+  return keras.Model(crops, x, name=name)
+
+
+def _vgg16(weights):
+  keras_weights, path = _resolve_weights(weights, 'vgg16')
+  base = keras.applications.VGG16(include_top=False,
+                                  weights=keras_weights, input_shape=(None, None, 3))
+  if path:
+    base.load_weights(path)
+  features = keras.Model(base.input, base.get_layer('block5_conv3').output,
+                         name='vgg16_features')
+  head = _fc_head((7, 7, 512), (4096, 4096), 0.5, 'vgg16_roi_head')
+  return Backbone(features, head, _caffe_normalize, 16, 7, True, ('block1_', 'block2_'))
+
+
+def _resnet(depth, weights):
+  name = f'resnet{depth}'
+  keras_weights, path = _resolve_weights(weights, name)
+  builder = {50: keras.applications.ResNet50, 101: keras.applications.ResNet101}[depth]
+  base = builder(include_top=False, weights=keras_weights, input_shape=(None, None, 3))
+  if path:
+    base.load_weights(path)
+  last4 = 'conv4_block6_out' if depth == 50 else 'conv4_block23_out'
+  c4 = base.get_layer(last4).output
+  features = keras.Model(base.input, c4, name=f'{name}_features')
+  # The conv5 stage, re-applied on RoI crops: the C4 head.
+  crops = keras.Input((7, 7, 1024))
+  x = crops
+  layer_outputs = {last4: crops}
+  for layer in base.layers:
+    if not layer.name.startswith('conv5_'):
+      continue
+    inbound = layer._inbound_nodes[0].input_tensors
+    inbound = inbound if isinstance(inbound, (list, tuple)) else [inbound]
+    args = [layer_outputs[t._keras_history[0].name] for t in inbound]
+    x = layer(args if len(args) > 1 else args[0])
+    layer_outputs[layer.name] = x
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  head = keras.Model(crops, x, name=f'{name}_roi_head')
+  return Backbone(features, head, _caffe_normalize, 16, 7, False, ('conv1_', 'conv2_'))
+
+
+def _mobilenet_v2(weights):
+  keras_weights, path = _resolve_weights(weights, 'mobilenet_v2')
+  base = keras.applications.MobileNetV2(include_top=False, weights=keras_weights,
+                                        input_shape=(None, None, 3))
+  if path:
+    base.load_weights(path)
+  features = keras.Model(base.input, base.get_layer('block_12_add').output,
+                         name='mobilenet_v2_features')  # stride 16, 96 channels
+  head = _fc_head((7, 7, 96), (1024, 1024), 0.0, 'mobilenet_v2_roi_head')
+  return Backbone(features, head, _tanh_normalize, 16, 7, False, ('Conv1', 'bn_Conv1',
+                                                                  'expanded_conv_'))
+
+
+def _tiny(weights):
+  if weights not in (None, '', 'none'):
+    _, path = _resolve_weights(weights, 'tiny')
+  else:
+    path = None
+  images = keras.Input((None, None, 3))
+  x = images
+  for i, ch in enumerate((16, 32, 64, 128)):
+    x = keras.layers.Conv2D(ch, 3, padding='same', activation='relu', name=f'tiny_conv{i}a')(x)
+    x = keras.layers.Conv2D(ch, 3, strides=2, padding='same', activation='relu',
+                            name=f'tiny_conv{i}b')(x)
+  features = keras.Model(images, x, name='tiny_features')
+  if path:
+    features.load_weights(path)
+  head = _fc_head((7, 7, 128), (256, 256), 0.0, 'tiny_roi_head')
+  return Backbone(features, head, lambda im: im / 127.5 - 1.0, 16, 7, False, ())
+
+
+def build_backbone(name, weights=None):
+  """Builds a backbone by name (see the module docstring); raises ValueError naming it."""
+  if name == 'vgg16':
+    return _vgg16(weights)
+  if name in ('resnet50', 'resnet101'):
+    return _resnet(int(name[6:]), weights)
+  if name == 'mobilenet_v2':
+    return _mobilenet_v2(weights)
+  if name == 'tiny':
+    return _tiny(weights)
+  raise ValueError(f'--backbone: unknown backbone {name!r}; choose one of {", ".join(NAMES)}')
+
+
+def freeze_layers(model, prefixes):
+  """Sets trainable=False on every layer whose name starts with one of `prefixes`."""
+  for layer in model.layers:
+    if any(layer.name.startswith(p) for p in prefixes):
+      layer.trainable = False

@@ -1,0 +1,196 @@
+"""The Faster R-CNN model: backbone -> RPN -> proposals -> crop pooling -> per-RoI head.
+
+Shape shorthand: B images, Hp x Wp padded image size, N anchors, P proposals, R sampled
+RoIs (training) or P RoIs (inference), K foreground classes, M detections per image.
+All boxes are [ymin, xmin, ymax, xmax] pixels of the resized image (`ops.box_ops`).
+
+Two modes, chosen by `call`:
+  * training: `model(batch, training=True)` with the batch format of `inputs` (images,
+    image_sizes, gt_boxes, gt_classes) returns a dict of named float32 scalar losses:
+    rpn_class_loss, rpn_box_loss, head_class_loss, head_box_loss, total_loss.
+  * inference: `model(batch)` with at least images and image_sizes returns padded
+    detections (see `inputs`: detection_boxes, detection_scores, detection_classes,
+    num_detections).
+Every stage is plain TensorFlow ops: the whole step compiles with XLA and exports.
+"""
+
+import keras
+import tensorflow as tf
+
+from faster_rcnn_tf import backbones
+from faster_rcnn_tf import inputs
+from faster_rcnn_tf.layers.anchor_targets import AnchorTargets
+from faster_rcnn_tf.layers.detection_generator import DetectionGenerator
+from faster_rcnn_tf.layers.proposal_layer import ProposalLayer
+from faster_rcnn_tf.layers.proposal_targets import ProposalTargets
+from faster_rcnn_tf.layers.rpn_head import RPNHead
+from faster_rcnn_tf.ops import anchors as anchor_ops
+from faster_rcnn_tf.ops import losses
+from faster_rcnn_tf.ops import roi_pooling
+
+LOSS_NAMES = ('rpn_class_loss', 'rpn_box_loss', 'head_class_loss', 'head_box_loss',
+              'total_loss')
+
+
+def valid_pixel_mask(image_sizes, height, width):
+  """float32 [B, height, width, 1]: 1 inside each image's true size, 0 in the padding."""
+  rows = tf.range(height)[tf.newaxis, :, tf.newaxis] < image_sizes[:, 0, tf.newaxis, tf.newaxis]
+  cols = tf.range(width)[tf.newaxis, tf.newaxis, :] < image_sizes[:, 1, tf.newaxis, tf.newaxis]
+  return tf.cast(rows & cols, tf.float32)[..., tf.newaxis]
+
+
+class FasterRCNN(keras.Model):
+  """Faster R-CNN (Ren et al.) with a configurable backbone.
+
+  Args (all plain values; the CLI reads the config and passes them down):
+    num_classes: K, foreground classes (ids 1..K).
+    backbone: one of `backbones.NAMES`; backbone_weights: None, 'imagenet' or a file.
+    freeze_early_layers: freeze the backbone's first blocks (VGG16 conv1-2, ResNet conv1-2).
+    anchor_base_size, anchor_scales, anchor_ratios: the anchor set (A = scales x ratios).
+    rpn_channels: width of the RPN's 3x3 conv.
+    rpn_*: anchor target settings; train/test pre/post NMS top-k, proposal_nms_iou,
+      proposal_min_size: proposal layer settings.
+    roi_*: proposal target settings (num sampled, fg fraction, fg / bg IoU thresholds).
+    rpn_sigma, head_sigma: smooth-L1 sigmas (3 and 1 in the reference).
+    score_threshold, detection_nms_iou, max_detections: inference post-processing.
+  """
+
+  def __init__(self, num_classes, backbone='vgg16', backbone_weights=None,
+               freeze_early_layers=True, anchor_base_size=16, anchor_scales=(8, 16, 32),
+               anchor_ratios=(0.5, 1.0, 2.0), rpn_channels=512, rpn_positive_iou=0.7,
+               rpn_negative_iou=0.3, rpn_num_samples=256, rpn_positive_fraction=0.5,
+               train_pre_nms_topk=12000, train_post_nms_topk=2000, test_pre_nms_topk=6000,
+               test_post_nms_topk=300, proposal_nms_iou=0.7, proposal_min_size=0.0,
+               roi_num_samples=128, roi_fg_fraction=0.25, roi_fg_iou=0.5,
+               roi_bg_iou_hi=0.5, roi_bg_iou_lo=0.0, rpn_sigma=3.0, head_sigma=1.0,
+               score_threshold=0.05, detection_nms_iou=0.3, max_detections=100, **kwargs):
+    super().__init__(**kwargs)
+    if train_post_nms_topk < roi_num_samples:
+      raise ValueError(f'train_post_nms_topk ({train_post_nms_topk}) must be at least '
+                       f'roi_num_samples ({roi_num_samples})')
+    self.num_classes = num_classes
+    self.backbone_name = backbone
+    self.rpn_sigma = rpn_sigma
+    self.head_sigma = head_sigma
+    net = backbones.build_backbone(backbone, backbone_weights)
+    if freeze_early_layers:
+      backbones.freeze_layers(net.features, net.frozen_prefixes)
+    self.backbone = net.features
+    self.roi_head = net.roi_head
+    self._normalize = net.normalize
+    self.stride = net.stride
+    self.crop_size = net.crop_size
+    self.crop_max_pool = net.crop_max_pool
+    self.base_anchors = anchor_ops.generate_base_anchors(anchor_base_size, anchor_ratios,
+                                                         anchor_scales)
+    num_anchors = len(self.base_anchors)
+    self.rpn_head = RPNHead(num_anchors, rpn_channels, name='rpn_head')
+    self.proposal_layer = ProposalLayer(train_pre_nms_topk, train_post_nms_topk,
+                                        test_pre_nms_topk, test_post_nms_topk,
+                                        proposal_nms_iou, proposal_min_size, name='proposals')
+    self.anchor_targets = AnchorTargets(rpn_positive_iou, rpn_negative_iou, rpn_num_samples,
+                                        rpn_positive_fraction, name='anchor_targets')
+    self.proposal_targets = ProposalTargets(num_classes, roi_num_samples, roi_fg_fraction,
+                                            roi_fg_iou, roi_bg_iou_hi, roi_bg_iou_lo,
+                                            name='proposal_targets')
+    self.cls_score = keras.layers.Dense(
+        num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+        name='cls_score')
+    self.bbox_pred = keras.layers.Dense(
+        4 * (num_classes + 1),
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name='bbox_pred')
+    self.detection_generator = DetectionGenerator(score_threshold, detection_nms_iou,
+                                                  max_detections, name='detections')
+    self._build_weights()
+    self.built = True
+
+  def _build_weights(self):
+    feat_ch = self.backbone.output_shape[-1]
+    self.rpn_head.build((None, None, None, feat_ch))
+    head_dim = self.roi_head.output_shape[-1]
+    self.cls_score.build((None, head_dim))
+    self.bbox_pred.build((None, head_dim))
+
+  # ---- shared stages ----
+
+  def extract_features(self, images, image_sizes):
+    """images float32 [B, Hp, Wp, 3] in [0, 255] -> features [B, Hf, Wf, C]."""
+    images = tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+    mask = valid_pixel_mask(tf.cast(image_sizes, tf.int32), shape[1], shape[2])
+    normalized = self._normalize(images) * mask
+    # Batch normalization (ResNet, MobileNet) always uses its fixed statistics, as in
+    # the reference: batches of 1-2 images are too small to estimate them.
+    return self.backbone(normalized, training=False)
+
+  def anchors_for(self, features):
+    """float32 [N, 4] anchors of a feature map."""
+    shape = tf.shape(features)
+    fh = features.shape[1] if features.shape[1] is not None else shape[1]
+    fw = features.shape[2] if features.shape[2] is not None else shape[2]
+    return anchor_ops.tile_anchors(self.base_anchors, fh, fw, self.stride)
+
+  def rpn(self, features, image_sizes, training):
+    logits, deltas = self.rpn_head(features)
+    anchors = self.anchors_for(features)
+    fg_prob = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)[..., 1]
+    rois, roi_scores, roi_valid = self.proposal_layer(fg_prob, deltas, anchors, image_sizes,
+                                                      training=training)
+    return logits, deltas, anchors, rois, roi_valid
+
+  def head(self, features, rois, training):
+    """Per-RoI head: rois [B, R, 4] -> class logits [B, R, K + 1], deltas [B, R, 4(K+1)]."""
+    num_images, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
+    crops = roi_pooling.crop_pool(features, rois, self.stride, self.crop_size,
+                                  self.crop_max_pool)
+    x = self.roi_head(crops, training=training)
+    logits = tf.reshape(self.cls_score(x), [num_images, num_rois, self.num_classes + 1])
+    deltas = tf.reshape(self.bbox_pred(x), [num_images, num_rois, 4 * (self.num_classes + 1)])
+    return logits, deltas
+
+  # ---- the two modes ----
+
+  def compute_losses(self, batch, seed=None):
+    """Training forward pass: batch dict -> dict of float32 scalar losses.
+
+    seed: optional int32 [2]; with it the anchor and RoI sampling is stateless
+    (reproducible), otherwise it uses TF's global random state.
+    """
+    image_sizes = tf.cast(batch[inputs.IMAGE_SIZES], tf.int32)
+    gt_boxes = tf.cast(batch[inputs.GT_BOXES], tf.float32)
+    gt_classes = tf.cast(batch[inputs.GT_CLASSES], tf.int32)
+    features = self.extract_features(batch[inputs.IMAGES], image_sizes)
+    logits, deltas, anchors, rois, roi_valid = self.rpn(features, image_sizes, training=True)
+    seed_rpn = seed_roi = None
+    if seed is not None:
+      seed = tf.cast(seed, tf.int32)
+      seed_rpn, seed_roi = seed, seed + tf.constant([0, 7919], tf.int32)
+    rpn_t = self.anchor_targets(anchors, image_sizes, gt_boxes, gt_classes, seed=seed_rpn)
+    rpn_sampled = tf.cast(rpn_t['labels'] >= 0, tf.float32)
+    rpn_class_loss = losses.sampled_softmax_loss(logits, rpn_t['labels'], rpn_sampled)
+    rpn_box_loss = losses.sampled_box_loss(deltas, rpn_t['box_targets'], rpn_t['box_weights'],
+                                           tf.reduce_sum(rpn_sampled), self.rpn_sigma)
+    roi_t = self.proposal_targets(rois, roi_valid, gt_boxes, gt_classes, seed=seed_roi)
+    cls_logits, box_deltas = self.head(features, roi_t['rois'], training=True)
+    head_class_loss = losses.sampled_softmax_loss(cls_logits, roi_t['labels'],
+                                                  roi_t['weights'])
+    head_box_loss = losses.sampled_box_loss(box_deltas, roi_t['box_targets'],
+                                            roi_t['box_weights'],
+                                            tf.reduce_sum(roi_t['weights']), self.head_sigma)
+    total = rpn_class_loss + rpn_box_loss + head_class_loss + head_box_loss
+    return dict(zip(LOSS_NAMES, (rpn_class_loss, rpn_box_loss, head_class_loss,
+                                 head_box_loss, total)))
+
+  def detect(self, images, image_sizes):
+    """Inference: images [B, Hp, Wp, 3] (0..255), image_sizes [B, 2] -> detections dict."""
+    image_sizes = tf.cast(image_sizes, tf.int32)
+    features = self.extract_features(images, image_sizes)
+    _, _, _, rois, roi_valid = self.rpn(features, image_sizes, training=False)
+    cls_logits, box_deltas = self.head(features, rois, training=False)
+    probs = tf.nn.softmax(tf.cast(cls_logits, tf.float32), axis=-1)
+    return self.detection_generator(rois, roi_valid, probs, box_deltas, image_sizes)
+
+  def call(self, batch, training=False):
+    if training:
+      return self.compute_losses(batch)
+    return self.detect(batch[inputs.IMAGES], batch[inputs.IMAGE_SIZES])
