@@ -150,11 +150,13 @@ class FasterRCNN(keras.Model):
 
   # ---- the two modes ----
 
-  def compute_losses(self, batch, seed=None):
+  def compute_losses(self, batch, seed=None, image_offset=0):
     """Training forward pass: batch dict -> dict of float32 scalar losses.
 
     seed: optional int32 [2]; with it the anchor and RoI sampling is stateless
     (reproducible), otherwise it uses TF's global random state.
+    image_offset: global index of this batch's first image when a global batch is split
+    across replicas (so that sampling matches a single-device run of the whole batch).
     """
     image_sizes = tf.cast(batch[inputs.IMAGE_SIZES], tf.int32)
     gt_boxes = tf.cast(batch[inputs.GT_BOXES], tf.float32)
@@ -165,12 +167,14 @@ class FasterRCNN(keras.Model):
     if seed is not None:
       seed = tf.cast(seed, tf.int32)
       seed_rpn, seed_roi = seed, seed + tf.constant([0, 7919], tf.int32)
-    rpn_t = self.anchor_targets(anchors, image_sizes, gt_boxes, gt_classes, seed=seed_rpn)
+    rpn_t = self.anchor_targets(anchors, image_sizes, gt_boxes, gt_classes, seed=seed_rpn,
+                                 image_offset=image_offset)
     rpn_sampled = tf.cast(rpn_t['labels'] >= 0, tf.float32)
     rpn_class_loss = losses.sampled_softmax_loss(logits, rpn_t['labels'], rpn_sampled)
     rpn_box_loss = losses.sampled_box_loss(deltas, rpn_t['box_targets'], rpn_t['box_weights'],
                                            tf.reduce_sum(rpn_sampled), self.rpn_sigma)
-    roi_t = self.proposal_targets(rois, roi_valid, gt_boxes, gt_classes, seed=seed_roi)
+    roi_t = self.proposal_targets(rois, roi_valid, gt_boxes, gt_classes, seed=seed_roi,
+                                         image_offset=image_offset)
     cls_logits, box_deltas = self.head(features, roi_t['rois'], training=True)
     head_class_loss = losses.sampled_softmax_loss(cls_logits, roi_t['labels'],
                                                   roi_t['weights'])

@@ -64,7 +64,8 @@ class AnchorTargets(keras.layers.Layer):
 
   Call args:
     anchors: float32 [N, 4]; image_sizes: int32 [B, 2]; gt_boxes: float32 [B, G, 4];
-    gt_classes: int32 [B, G] (0 = padding); seed: optional int32 [2] stateless seed.
+    gt_classes: int32 [B, G] (0 = padding); seed: optional int32 [2] stateless seed;
+    image_offset: global position of image 0 (see `ops.sampling.random_keys`).
   Returns dict:
     labels: int32 [B, N], 1 sampled positive, 0 sampled negative, -1 not sampled.
     box_targets: float32 [B, N, 4] encoded (dy, dx, dh, dw) (unnormalized), zero where
@@ -81,12 +82,12 @@ class AnchorTargets(keras.layers.Layer):
     self.positive_fraction = positive_fraction
     self.allowed_border = allowed_border
 
-  def call(self, anchors, image_sizes, gt_boxes, gt_classes, seed=None):
+  def call(self, anchors, image_sizes, gt_boxes, gt_classes, seed=None, image_offset=0):
     gt_valid = gt_classes > 0
     inside = anchors_inside(anchors, image_sizes, self.allowed_border)
     labels, matched = assign_anchor_labels(anchors, inside, gt_boxes, gt_valid,
                                            self.positive_iou, self.negative_iou)
-    keys = sampling.random_keys(tf.shape(labels), seed)
+    keys = sampling.random_keys(tf.shape(labels), seed, image_offset)
     pos, neg = sampling.sample_balanced(labels == POSITIVE, labels == NEGATIVE,
                                         self.num_samples, self.positive_fraction, keys)
     sampled = tf.where(pos, POSITIVE, tf.where(neg, NEGATIVE, IGNORE))

@@ -22,7 +22,8 @@ class ProposalTargets(keras.layers.Layer):
 
   Call args:
     rois: float32 [B, P, 4]; roi_valid: bool [B, P]; gt_boxes: float32 [B, G, 4];
-    gt_classes: int32 [B, G]; seed: optional int32 [2].
+    gt_classes: int32 [B, G]; seed: optional int32 [2]; image_offset: global
+    position of image 0 (see `ops.sampling.random_keys`).
   Returns dict:
     rois: float32 [B, R, 4] sampled boxes.
     labels: int32 [B, R] class id (0 = background).
@@ -44,7 +45,7 @@ class ProposalTargets(keras.layers.Layer):
     self.bg_iou_lo = bg_iou_lo
     self.box_stds = tuple(box_stds)
 
-  def call(self, rois, roi_valid, gt_boxes, gt_classes, seed=None):
+  def call(self, rois, roi_valid, gt_boxes, gt_classes, seed=None, image_offset=0):
     gt_valid = gt_classes > 0
     candidates = tf.concat([rois, gt_boxes], axis=1)  # [B, P + G, 4]
     valid = tf.concat([roi_valid, gt_valid], axis=1)
@@ -58,7 +59,7 @@ class ProposalTargets(keras.layers.Layer):
     # With no ground truth at all every valid proposal is background.
     bg = bg | (valid & ~has_gt)
     fg = fg & has_gt
-    keys = sampling.random_keys(tf.shape(max_iou), seed)
+    keys = sampling.random_keys(tf.shape(max_iou), seed, image_offset)
     fg_pick, bg_pick = sampling.sample_balanced(fg, bg, self.num_samples, self.fg_fraction,
                                                 keys)
     # Order: sampled fg, then sampled bg, then fillers (any candidate).

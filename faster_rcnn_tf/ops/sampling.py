@@ -4,11 +4,21 @@ of unknown size, so it batches, compiles with XLA and runs on TPUs."""
 import tensorflow as tf
 
 
-def random_keys(shape, seed=None):
-  """float32 uniform keys in [0, 1); stateless when `seed` is a [2] int tensor."""
-  if seed is not None:
-    return tf.random.stateless_uniform(shape, seed=seed)
-  return tf.random.uniform(shape)
+def random_keys(shape, seed=None, image_offset=0):
+  """float32 uniform keys [B, N] in [0, 1).
+
+  With `seed` (int32 [2]) the keys are stateless and each image's row depends only on
+  the seed and the image's global position `image_offset + b` in the batch, so a batch
+  split across replicas samples exactly what one device would sample for the whole batch.
+  Without it they come from TF's global random state.
+  """
+  if seed is None:
+    return tf.random.uniform(shape)
+  seed = tf.cast(seed, tf.int32)
+  positions = tf.range(shape[0]) + tf.cast(image_offset, tf.int32)
+  return tf.map_fn(
+      lambda i: tf.random.stateless_uniform([shape[1]], seed=seed + tf.stack([i, 0])),
+      positions, fn_output_signature=tf.TensorSpec([None], tf.float32))
 
 
 def select_random(mask, max_count, count, keys):
