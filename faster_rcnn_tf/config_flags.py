@@ -1,0 +1,97 @@
+"""Command-line flags shared by train.py, evaluate.py, export.py and predict.py.
+
+This is the one place the configuration is read: the scripts turn flags into plain
+keyword arguments (`model_kwargs`, `data_kwargs`) and pass them down. Every flag can be
+set in a `--flagfile` (one `--name=value` a line; `#` starts a comment).
+"""
+
+import os
+
+from absl import flags
+
+from faster_rcnn_tf import backbones
+
+
+def _floats(name, default, help_text):
+  flags.DEFINE_list(name, [str(v) for v in default], help_text)
+
+
+def define_data_flags():
+  flags.DEFINE_string('dataset', 'shapes',
+                      "Dataset spec: 'shapes' (built-in), 'voc:DIR', "
+                      "'coco:ANNOTATIONS.json[:IMAGES_DIR]' or 'tfds:NAME'.")
+  flags.DEFINE_string('train_split', 'train', 'Split to train on.')
+  flags.DEFINE_string('eval_split', 'test', 'Split to evaluate on.')
+  flags.DEFINE_string('data_dir', None, 'tensorflow-datasets data folder (tfds: datasets).')
+  flags.DEFINE_list('classes', None, 'Class names (VOC folders: default from annotations).')
+  flags.DEFINE_integer('min_size', 600, 'Resize so the shorter side is this many pixels...')
+  flags.DEFINE_integer('max_size', 1000, '...and the longer side at most this many.')
+  flags.DEFINE_integer('max_boxes', 100, 'Ground-truth boxes kept per image (padding size).')
+  flags.DEFINE_bool('flip', True, 'Random horizontal flips in training.')
+  flags.DEFINE_bool('skip_difficult', True, 'Leave difficult objects out of training.')
+  flags.DEFINE_integer('shapes_image_size', 128, 'Side of the built-in shapes images.')
+  flags.DEFINE_integer('shapes_train_images', 2000, 'Images in the shapes train split.')
+  flags.DEFINE_integer('shapes_test_images', 200, 'Images in the shapes test split.')
+
+
+def define_model_flags():
+  flags.DEFINE_enum('backbone', 'vgg16', list(backbones.NAMES), 'Backbone network.')
+  flags.DEFINE_string('backbone_weights', 'none',
+                      "'none', 'imagenet' (Keras download) or a local weights file.")
+  flags.DEFINE_bool('freeze_early_layers', True, "Freeze the backbone's first blocks.")
+  _floats('anchor_scales', (8, 16, 32), 'Anchor scales (times anchor_base_size).')
+  _floats('anchor_ratios', (0.5, 1.0, 2.0), 'Anchor aspect ratios (height / width).')
+  flags.DEFINE_integer('anchor_base_size', 16, 'Anchor base size in pixels.')
+  flags.DEFINE_integer('rpn_channels', 512, "Width of the RPN's 3x3 conv.")
+  flags.DEFINE_integer('train_pre_nms_topk', 12000, 'Proposals kept before NMS (training).')
+  flags.DEFINE_integer('train_post_nms_topk', 2000, 'Proposals kept after NMS (training).')
+  flags.DEFINE_integer('test_pre_nms_topk', 6000, 'Proposals kept before NMS (inference).')
+  flags.DEFINE_integer('test_post_nms_topk', 300, 'Proposals kept after NMS (inference).')
+  flags.DEFINE_integer('rpn_num_samples', 256, 'Anchors sampled per image.')
+  flags.DEFINE_integer('roi_num_samples', 128, 'RoIs sampled per image for the head.')
+  flags.DEFINE_float('roi_fg_fraction', 0.25, 'Largest foreground fraction of sampled RoIs.')
+  flags.DEFINE_float('roi_bg_iou_lo', 0.0, 'Background RoIs have IoU in [this, 0.5).')
+  flags.DEFINE_float('score_threshold', 0.05, 'Detections scoring at most this are dropped.')
+  flags.DEFINE_integer('max_detections', 100, 'Detections per image.')
+
+
+def model_kwargs(f, num_classes):
+  """FasterRCNN keyword arguments from parsed flags."""
+  weights = f.backbone_weights
+  return dict(
+      num_classes=num_classes, backbone=f.backbone,
+      backbone_weights=None if weights in ('', 'none') else weights,
+      freeze_early_layers=f.freeze_early_layers,
+      anchor_base_size=f.anchor_base_size,
+      anchor_scales=tuple(float(v) for v in f.anchor_scales),
+      anchor_ratios=tuple(float(v) for v in f.anchor_ratios),
+      rpn_channels=f.rpn_channels, train_pre_nms_topk=f.train_pre_nms_topk,
+      train_post_nms_topk=f.train_post_nms_topk, test_pre_nms_topk=f.test_pre_nms_topk,
+      test_post_nms_topk=f.test_post_nms_topk, rpn_num_samples=f.rpn_num_samples,
+      roi_num_samples=f.roi_num_samples, roi_fg_fraction=f.roi_fg_fraction,
+      roi_bg_iou_lo=f.roi_bg_iou_lo, score_threshold=f.score_threshold,
+      max_detections=f.max_detections)
+
+
+def source_kwargs(f):
+  """Keyword arguments for `data.registry.get_source` from parsed flags."""
+  return dict(classes=f.classes, data_dir=f.data_dir,
+              shapes_options=dict(image_size=f.shapes_image_size,
+                                  train_images=f.shapes_train_images,
+                                  test_images=f.shapes_test_images))
+
+
+def pipeline_kwargs(f):
+  """Keyword arguments for `data.pipeline.make_dataset` from parsed flags."""
+  return dict(min_size=f.min_size, max_size=f.max_size, max_boxes=f.max_boxes)
+
+
+def check_dataset_path(spec):
+  """Raises ValueError naming --dataset when a folder or file it points at is missing."""
+  kind, _, rest = spec.partition(':')
+  if kind == 'voc' and not os.path.isdir(rest):
+    raise ValueError(f'--dataset={spec}: VOC folder {rest!r} does not exist')
+  if kind == 'coco':
+    ann = rest.split(':')[0]
+    if not os.path.isfile(ann):
+      raise ValueError(f'--dataset={spec}: COCO annotations file {ann!r} does not exist')

@@ -1,0 +1,71 @@
+"""The reference solver: SGD with momentum, step-decayed learning rate with optional
+linear warm-up, weight decay on weights only, an optional doubled bias learning rate and
+optional gradient clipping."""
+
+import keras
+import tensorflow as tf
+
+
+class StepDecayWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
+  """lr(step) = base * factor ** (number of boundaries <= step), linearly warmed up.
+
+  During the first `warmup_steps` steps the rate rises linearly from
+  base * warmup_factor to the scheduled value.
+  """
+
+  def __init__(self, base_lr, boundaries=(), factor=0.1, warmup_steps=0, warmup_factor=0.1):
+    self.base_lr = float(base_lr)
+    self.boundaries = tuple(int(b) for b in boundaries)
+    self.factor = float(factor)
+    self.warmup_steps = int(warmup_steps)
+    self.warmup_factor = float(warmup_factor)
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    num_decays = tf.zeros([], tf.float32)
+    for b in self.boundaries:
+      num_decays += tf.cast(step >= b, tf.float32)
+    lr = self.base_lr * tf.pow(self.factor, num_decays)
+    if self.warmup_steps > 0:
+      alpha = tf.minimum(step / self.warmup_steps, 1.0)
+      lr *= self.warmup_factor + (1.0 - self.warmup_factor) * alpha
+    return lr
+
+  def get_config(self):
+    return dict(base_lr=self.base_lr, boundaries=self.boundaries, factor=self.factor,
+                warmup_steps=self.warmup_steps, warmup_factor=self.warmup_factor)
+
+
+def is_decayed(variable):
+  """Weight decay applies to kernels, not to biases or normalization parameters."""
+  name = variable.name.split('/')[-1].split(':')[0]
+  return name in ('kernel', 'depthwise_kernel', 'embeddings')
+
+
+def is_bias(variable):
+  return variable.name.split('/')[-1].split(':')[0] == 'bias'
+
+
+def build_optimizer(learning_rate, momentum=0.9, boundaries=(), decay_factor=0.1,
+                    warmup_steps=0, clip_norm=0.0):
+  """keras SGD with momentum on a `StepDecayWithWarmup` schedule (clip_norm 0: no clip)."""
+  schedule = StepDecayWithWarmup(learning_rate, boundaries, decay_factor, warmup_steps)
+  return keras.optimizers.SGD(learning_rate=schedule, momentum=momentum,
+                              global_clipnorm=clip_norm if clip_norm > 0 else None)
+
+
+def apply_reference_rules(grads, variables, weight_decay=1e-4, bias_lr_multiplier=1.0):
+  """Adds L2 weight decay (weight_decay * w, the gradient of weight_decay / 2 * |w|^2) to
+  kernels and scales bias gradients (the doubled bias learning rate of the reference,
+  exact for plain SGD with momentum). Returns the new gradient list (None kept)."""
+  out = []
+  for g, v in zip(grads, variables):
+    if g is None:
+      out.append(g)
+      continue
+    if weight_decay and is_decayed(v):
+      g = g + weight_decay * tf.cast(v, g.dtype)
+    elif bias_lr_multiplier != 1.0 and is_bias(v):
+      g = g * bias_lr_multiplier
+    out.append(g)
+  return out

@@ -1,0 +1,72 @@
+"""The training step under a tf.distribute strategy.
+
+The global batch is split across replicas; each replica computes its losses on its
+share (normalized per replica as in the reference) and its gradients are divided by the
+number of replicas, so the all-reduced update equals that of one device on the global
+batch when every image samples the same number of anchors and RoIs (the usual case).
+Sampling uses stateless seeds (seed, step, global image index), so it is identical
+whatever the replica layout.
+"""
+
+import keras
+import tensorflow as tf
+
+from faster_rcnn_tf.training import optimizer as optimizer_lib
+
+
+class Trainer:
+  """Owns the model's training step.
+
+  Args:
+    model: a FasterRCNN built under `strategy.scope()`.
+    optimizer: a keras optimizer built under the same scope.
+    strategy: a tf.distribute.Strategy.
+    seed: int, the run's seed (sampling keys are derived from it and the step).
+    weight_decay, bias_lr_multiplier: see `optimizer.apply_reference_rules`.
+    jit_compile: compile each replica's forward and backward pass with XLA.
+  """
+
+  def __init__(self, model, optimizer, strategy, seed=0, weight_decay=1e-4,
+               bias_lr_multiplier=1.0, jit_compile=False):
+    self.model = model
+    self.optimizer = optimizer
+    self.strategy = strategy
+    self.seed = seed
+    self.weight_decay = weight_decay
+    self.bias_lr_multiplier = bias_lr_multiplier
+    self._grads_fn = tf.function(self._losses_and_grads, jit_compile=jit_compile)
+    self._step_fn = tf.function(self._distributed_step)
+
+  def _losses_and_grads(self, batch, step, image_offset):
+    variables = self.model.trainable_variables
+    num_replicas = self.strategy.num_replicas_in_sync
+    with tf.GradientTape() as tape:
+      losses = self.model.compute_losses(
+          batch, seed=tf.stack([tf.constant(self.seed, tf.int32), tf.cast(step, tf.int32)]),
+          image_offset=image_offset)
+      loss = losses['total_loss'] / num_replicas
+      if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+        loss = self.optimizer.scale_loss(loss)
+    grads = tape.gradient(loss, variables)
+    return losses, grads
+
+  def _replica_step(self, batch):
+    ctx = tf.distribute.get_replica_context()
+    local_batch = tf.shape(batch['images'])[0]
+    offset = ctx.replica_id_in_sync_group * local_batch
+    losses, grads = self._grads_fn(batch, tf.convert_to_tensor(self.optimizer.iterations), offset)
+    variables = self.model.trainable_variables
+    grads = optimizer_lib.apply_reference_rules(grads, variables, self.weight_decay,
+                                                self.bias_lr_multiplier)
+    self.optimizer.apply_gradients(
+        [(g, v) for g, v in zip(grads, variables) if g is not None])
+    return losses
+
+  def _distributed_step(self, batch):
+    per_replica = self.strategy.run(self._replica_step, args=(batch,))
+    return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in per_replica.items()}
+
+  def step(self, batch):
+    """Runs one training step on a (distributed) batch; returns the mean losses."""
+    return self._step_fn(batch)

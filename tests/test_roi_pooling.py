@@ -1,0 +1,125 @@
+"""Tests of faster_rcnn_tf.ops.roi_pooling against tf.image.crop_and_resize and numpy."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from faster_rcnn_tf.ops import roi_pooling
+
+
+def _random_case(seed, num_boxes=40):
+  rng = np.random.default_rng(seed)
+  features = rng.normal(size=(2, 9, 11, 3)).astype(np.float32)
+  y1 = rng.uniform(-0.4, 1.2, num_boxes)
+  x1 = rng.uniform(-0.4, 1.2, num_boxes)
+  y2 = y1 + rng.uniform(-0.5, 0.9, num_boxes)   # negative sizes: flipped boxes
+  x2 = x1 + rng.uniform(-0.5, 0.9, num_boxes)
+  boxes = np.stack([y1, x1, y2, x2], axis=1).astype(np.float32)
+  boxes[0] = [0.0, 0.0, 1.0, 1.0]            # the whole map
+  boxes[1] = [0.8, 0.7, 0.2, 0.1]            # flipped
+  boxes[2] = [-0.5, -0.5, 1.5, 1.5]          # larger than the map
+  boxes[3] = [0.3, 0.4, 0.3, 0.4]            # a point
+  boxes[4] = [1.5, 1.5, 2.0, 2.0]            # entirely outside
+  box_indices = rng.integers(0, 2, num_boxes).astype(np.int32)
+  return features, boxes, box_indices
+
+
+@pytest.mark.parametrize('crop_size', [1, 2, 7, 14])
+def test_crop_and_resize_equals_tf_image(crop_size):
+  features, boxes, box_indices = _random_case(crop_size)
+  want = tf.image.crop_and_resize(features, boxes, box_indices, [crop_size, crop_size]).numpy()
+  got = roi_pooling.crop_and_resize(tf.constant(features), tf.constant(boxes),
+                                    tf.constant(box_indices), crop_size).numpy()
+  assert got.shape == (len(boxes), crop_size, crop_size, 3)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # Outside the map the value is 0.
+  if crop_size > 1:
+    assert np.all(got[4] == 0.0)
+
+
+def test_crop_and_resize_keeps_dtype():
+  features, boxes, box_indices = _random_case(3, 5)
+  got = roi_pooling.crop_and_resize(tf.constant(features, tf.float16), tf.constant(boxes),
+                                    tf.constant(box_indices), 4)
+  assert got.dtype == tf.float16
+  want = tf.image.crop_and_resize(features.astype(np.float16).astype(np.float32), boxes,
+                                  box_indices, [4, 4]).numpy()
+  np.testing.assert_allclose(got.numpy().astype(np.float32), want, rtol=1e-2, atol=1e-2)
+
+
+def _np_crop_pool_reference(features, rois, stride, crop_size, max_pool):
+  """Image-pixel RoIs -> tf.image.crop_and_resize (+ numpy 2x2 max) with boxes normalized
+  by the convention 'pixel y is cell y / stride - 0.5' computed here in numpy."""
+  b, hf, wf, _ = features.shape
+  scale = np.array([hf - 1, wf - 1, hf - 1, wf - 1], np.float64)
+  norm = ((rois.astype(np.float64) / stride - 0.5) / scale).reshape(-1, 4).astype(np.float32)
+  idx = np.repeat(np.arange(b), rois.shape[1]).astype(np.int32)
+  size = 2 * crop_size if max_pool else crop_size
+  crops = tf.image.crop_and_resize(features, norm, idx, [size, size]).numpy()
+  if max_pool:
+    k, s = crops.shape[0], crop_size
+    crops = crops.reshape(k, s, 2, s, 2, -1).max(axis=(2, 4))
+  return crops
+
+
+def _random_rois(rng, b, r, hi):
+  y = rng.uniform(-20, hi, (b, r))
+  x = rng.uniform(-20, hi, (b, r))
+  h = rng.uniform(4, 90, (b, r))
+  w = rng.uniform(4, 90, (b, r))
+  return np.stack([y, x, y + h, x + w], -1).astype(np.float32)
+
+
+@pytest.mark.parametrize('max_pool', [True, False])
+def test_crop_pool_matches_reference(max_pool):
+  rng = np.random.default_rng(7)
+  features = rng.normal(size=(2, 8, 10, 4)).astype(np.float32)
+  rois = _random_rois(rng, 2, 6, 150)
+  got = roi_pooling.crop_pool(tf.constant(features), tf.constant(rois), 16, 7, max_pool).numpy()
+  assert got.shape == (12, 7, 7, 4)
+  want = _np_crop_pool_reference(features, rois, 16, 7, max_pool)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_crop_pool_samples_cell_centres():
+  # A RoI spanning cell centres 1..7 (pixels 24..120 at stride 16) sampled at 7 points
+  # reads exactly the feature cells 1..7, in image order.
+  rng = np.random.default_rng(8)
+  features = rng.normal(size=(2, 9, 9, 2)).astype(np.float32)
+  rois = np.array([[[24.0, 8.0, 120.0, 104.0]], [[8.0, 24.0, 104.0, 120.0]]], np.float32)
+  got = roi_pooling.crop_pool(tf.constant(features), tf.constant(rois), 16, 7, False).numpy()
+  np.testing.assert_allclose(got[0], features[0, 1:8, 0:7], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got[1], features[1, 0:7, 1:8], rtol=1e-5, atol=1e-6)
+
+
+def test_crop_pool_gradient_flows_to_features():
+  rng = np.random.default_rng(9)
+  features = tf.Variable(rng.normal(size=(2, 8, 8, 3)).astype(np.float32))
+  rois = tf.constant(_random_rois(rng, 2, 5, 100))
+  weights = tf.constant(rng.normal(size=(10, 7, 7, 3)).astype(np.float32))
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(roi_pooling.crop_pool(features, rois, 16, 7, True) * weights)
+  grad = tape.gradient(loss, features)
+  assert grad is not None
+  grad = tf.convert_to_tensor(grad).numpy()
+  assert np.all(np.isfinite(grad)) and np.abs(grad).sum() > 0
+  # Same gradient as through tf.image.crop_and_resize with the same normalized boxes.
+  hf = 8
+  norm = tf.reshape((rois / 16.0 - 0.5) / float(hf - 1), [-1, 4])
+  idx = tf.repeat(tf.range(2), 5)
+  with tf.GradientTape() as tape:
+    crops = tf.image.crop_and_resize(features, norm, idx, [14, 14])
+    ref = tf.reduce_sum(tf.nn.max_pool2d(crops, 2, 2, 'VALID') * weights)
+  ref_grad = tape.gradient(ref, features).numpy()
+  np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-4)
+
+
+def test_crop_pool_compiles_with_xla():
+  rng = np.random.default_rng(10)
+  features = tf.constant(rng.normal(size=(2, 6, 7, 5)).astype(np.float32))
+  rois = tf.constant(_random_rois(rng, 2, 4, 90))
+  fn = tf.function(lambda f, r: roi_pooling.crop_pool(f, r, 16, 7, True), jit_compile=True)
+  got = fn(features, rois).numpy()
+  want = roi_pooling.crop_pool(features, rois, 16, 7, True).numpy()
+  assert got.shape == (8, 7, 7, 5)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
