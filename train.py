@@ -119,26 +119,20 @@ def _format_losses(losses):
 
 
 def evaluate_model(model, source, step, writer=None):
-  """VOC07 mAP@0.5 of `model` on `source`; prints the per-class table."""
-  import tensorflow as tf
-  from faster_rcnn_tf.data import pipeline
+  """VOC07 mAP@0.5 of `model` on `source`; prints the per-class table.
+
+  The shared evaluation path (`run_model.voc07_map`): ground truth from the source's
+  records, so evaluate.py --metric=voc07 reports the same number for the checkpoint.
+  """
   from faster_rcnn_tf.evaluation import run_model
-  dataset = pipeline.make_dataset(source, training=False, batch_size=FLAGS.eval_batch_size,
-                                  max_boxes=max(FLAGS.max_boxes, 500),
-                                  **{k: v for k, v in config_flags.pipeline_kwargs(FLAGS).items()
-                                     if k != 'max_boxes'})
-  num = source.num_images
-  if FLAGS.max_eval_images:
-    num = min(num, FLAGS.max_eval_images)
-    dataset = dataset.take(math.ceil(num / FLAGS.eval_batch_size))
-  detect = tf.function(model.detect)
-  gt, dets, samples = run_model.detect_split(detect, dataset, num)
-  results = run_model.score_voc(gt, dets, source.num_classes, ('voc07',))['voc07']
+  value, results, run = run_model.voc07_map(
+      model, source, batch_size=FLAGS.eval_batch_size, min_size=FLAGS.min_size,
+      max_size=FLAGS.max_size, max_images=FLAGS.max_eval_images)
   for name, ap in zip(source.class_names, results['ap']):
     print(f'  AP@0.5 {name:>20s}: {ap:.4f}')
   if writer is not None:
-    _image_summaries(writer, samples, source.class_names, step)
-  return float(results['map'])
+    _image_summaries(writer, run.samples, source.class_names, step)
+  return value
 
 
 def _image_summaries(writer, samples, class_names, step):
@@ -187,6 +181,8 @@ def train(boundaries):
   if FLAGS.batch_size % replicas:
     raise UsageError(f'--batch_size={FLAGS.batch_size} is not divisible by the '
                      f'{replicas} replicas of --strategy={FLAGS.strategy}')
+  print(f'Strategy {FLAGS.strategy}: {replicas} replicas, global batch {FLAGS.batch_size}',
+        flush=True)
   chief = distribute.is_chief()
   if chief:
     _write_run_files(class_names)

@@ -10,7 +10,8 @@ Each backbone is described by a `Backbone` tuple:
 Names: 'vgg16' (conv5_3, fc6/fc7 4096, 14x14 crops max-pooled to 7x7), 'resnet50' and
 'resnet101' (C4: conv4 features, conv5 stage as the RoI head on direct 7x7 crops),
 'mobilenet_v2' (stride-16 expansion features, a small fc head: the CPU model), 'tiny' (a
-few convolutions, for tests and demos).
+few convolutions, for tests and demos), 'tiny_s8' (the same with three downsamplings:
+stride 8, for small images such as the built-in shapes; use anchor_base_size=8).
 
 Weights: None (random), 'imagenet' (the Keras download; needs internet) or the path of a
 local weights file saved from the same keras.applications model (`model.save_weights`).
@@ -26,7 +27,7 @@ Backbone = collections.namedtuple(
     'Backbone', ['features', 'roi_head', 'normalize', 'stride', 'crop_size',
                  'crop_max_pool', 'frozen_prefixes'])
 
-NAMES = ('vgg16', 'resnet50', 'resnet101', 'mobilenet_v2', 'tiny')
+NAMES = ('vgg16', 'resnet50', 'resnet101', 'mobilenet_v2', 'tiny', 'tiny_s8')
 
 _CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 
@@ -114,22 +115,23 @@ def _mobilenet_v2(weights):
                                                                   'expanded_conv_'))
 
 
-def _tiny(weights):
+def _tiny(weights, num_stages=4):
   if weights not in (None, '', 'none'):
     _, path = _resolve_weights(weights, 'tiny')
   else:
     path = None
   images = keras.Input((None, None, 3))
   x = images
-  for i, ch in enumerate((16, 32, 64, 128)):
+  for i, ch in enumerate((16, 32, 64, 128)[4 - num_stages:]):
     x = keras.layers.Conv2D(ch, 3, padding='same', activation='relu', name=f'tiny_conv{i}a')(x)
     x = keras.layers.Conv2D(ch, 3, strides=2, padding='same', activation='relu',
                             name=f'tiny_conv{i}b')(x)
-  features = keras.Model(images, x, name='tiny_features')
+  name = 'tiny' if num_stages == 4 else f'tiny_s{2 ** num_stages}'
+  features = keras.Model(images, x, name=f'{name}_features')
   if path:
     features.load_weights(path)
-  head = _fc_head((7, 7, 128), (256, 256), 0.0, 'tiny_roi_head')
-  return Backbone(features, head, lambda im: im / 127.5 - 1.0, 16, 7, False, ())
+  head = _fc_head((7, 7, 128), (256, 256), 0.0, f'{name}_roi_head')
+  return Backbone(features, head, _tanh_normalize, 2 ** num_stages, 7, False, ())
 
 
 def build_backbone(name, weights=None):
@@ -142,6 +144,8 @@ def build_backbone(name, weights=None):
     return _mobilenet_v2(weights)
   if name == 'tiny':
     return _tiny(weights)
+  if name == 'tiny_s8':
+    return _tiny(weights, num_stages=3)
   raise ValueError(f'--backbone: unknown backbone {name!r}; choose one of {", ".join(NAMES)}')
 
 

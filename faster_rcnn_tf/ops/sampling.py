@@ -4,6 +4,9 @@ of unknown size, so it batches, compiles with XLA and runs on TPUs."""
 import tensorflow as tf
 
 
+_KEY_BITS = 24
+
+
 def random_keys(shape, seed=None, image_offset=0):
   """float32 uniform keys [B, N] in [0, 1).
 
@@ -11,14 +14,27 @@ def random_keys(shape, seed=None, image_offset=0):
   the seed and the image's global position `image_offset + b` in the batch, so a batch
   split across replicas samples exactly what one device would sample for the whole batch.
   Without it they come from TF's global random state.
+
+  Stateless keys are also identical with and without XLA (jit_compile), so a seeded step
+  samples the same entries either way: TF's CPU kernels and XLA produce different *float*
+  stateless draws, and different integer draws for negative seeds, but agree on integer
+  draws from non-negative seeds. The keys are therefore 24-bit integers (exact in
+  float32) drawn from each row's seed reduced to its low 31 bits.
   """
   if seed is None:
     return tf.random.uniform(shape)
-  seed = tf.cast(seed, tf.int32)
-  positions = tf.range(shape[0]) + tf.cast(image_offset, tf.int32)
-  return tf.map_fn(
-      lambda i: tf.random.stateless_uniform([shape[1]], seed=seed + tf.stack([i, 0])),
-      positions, fn_output_signature=tf.TensorSpec([None], tf.float32))
+  seed = tf.cast(seed, tf.int64)
+  positions = tf.range(shape[0], dtype=tf.int64) + tf.cast(image_offset, tf.int64)
+  scale = 1.0 / (1 << _KEY_BITS)
+
+  def row(i):
+    row_seed = tf.bitwise.bitwise_and(seed + tf.stack([i, tf.constant(0, tf.int64)]),
+                                      tf.constant(0x7FFFFFFF, tf.int64))
+    bits = tf.random.stateless_uniform([shape[1]], seed=row_seed, minval=0,
+                                       maxval=1 << _KEY_BITS, dtype=tf.int32)
+    return tf.cast(bits, tf.float32) * scale
+
+  return tf.map_fn(row, positions, fn_output_signature=tf.TensorSpec([None], tf.float32))
 
 
 def select_random(mask, max_count, count, keys):

@@ -1,0 +1,268 @@
+"""Inference speed: seconds per image of FasterRCNN.detect, per backbone, size and batch.
+
+    python bench/bench_inference.py [--backbones=vgg16,resnet50,mobilenet_v2,tiny]
+        [--sizes=600x800,600x1000] [--batches=1,8] [--modes=tf_function,xla,saved_model]
+        [--saved_model=EXPORT_DIR] [--saved_model_backbone=vgg16]
+        [--repeats=5] [--warmup=1] [--threads=2]
+
+Modes:
+  tf_function  tf.function(model.detect) on float32 images (random weights, 20 classes);
+  xla          the same with jit_compile=True;
+  saved_model  the `detect_images` signature (uint8 [B, H, W, 3]) of an exported
+               SavedModel: --saved_model=BASE/N (or BASE: its highest numbered version).
+               Skipped, with a note on stderr, when no --saved_model is given.
+
+Prints one JSON line per measurement (after a first line with this run's matmul roofline):
+  {"bench": "inference", "config", "backbone", "mode", "height", "width", "batch",
+   "threads", "sec_per_image_median", "sec_per_image_min", "sec_per_image_max",
+   "images_per_s", "gflop_per_image", "achieved_gflops", "matmul_gflops",
+   "roofline_fraction", "first_call_s", ...}
+FLOPs: see bench/flops.py (RoI head counted on test_post_nms_topk RoIs per image).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+  sys.path.insert(0, _REPO)
+
+from bench import common  # pylint: disable=wrong-import-position
+
+MODES = ('tf_function', 'xla', 'saved_model')
+
+
+def build_parser():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--backbones', default='vgg16,resnet50,mobilenet_v2,tiny')
+  parser.add_argument('--sizes', default='600x800,600x1000', help='HxW list.')
+  parser.add_argument('--batches', default='1,8')
+  parser.add_argument('--modes', default=','.join(MODES), help=f'Any of {MODES}.')
+  parser.add_argument('--num_rois', type=int, default=300,
+                      help='test_post_nms_topk: RoIs per image through the head.')
+  parser.add_argument('--saved_model', default='',
+                      help='Exported SavedModel (BASE/N, or BASE for its latest N).')
+  parser.add_argument('--saved_model_backbone', default='',
+                      help="The exported model's backbone (for its FLOPs; optional).")
+  common.add_common_args(parser, repeats=5, warmup=1)
+  return parser
+
+
+def resolve_saved_model(path):
+  """BASE/N as given, or BASE -> its highest numbered version folder."""
+  if os.path.exists(os.path.join(path, 'saved_model.pb')):
+    return path
+  if os.path.isdir(path):
+    versions = [d for d in os.listdir(path)
+                if d.isdigit() and os.path.exists(os.path.join(path, d, 'saved_model.pb'))]
+    if versions:
+      return os.path.join(path, max(versions, key=int))
+  raise ValueError(f'--saved_model={path}: no saved_model.pb there or in a numbered '
+                   'version folder under it')
+
+
+def _read_flagfile(path):
+  values = {}
+  with open(path) as f:
+    for line in f:
+      line = line.split('#', 1)[0].strip()
+      if line.startswith('--') and '=' in line:
+        name, value = line[2:].split('=', 1)
+        values[name] = value
+  return values
+
+
+def saved_model_structure(path, backbone_override=''):
+  """What the exported model computes, for its FLOP count, or None when unknown.
+
+  Reads PATH/bench_info.json (bench/export_random.py) or PATH/export_info.json
+  (export.py; the structure flags then come from the training run's flags.cfg when it
+  is still there). Returns (FasterRCNN kwargs, min_size, max_size, pad_multiple).
+  """
+  bench_info = os.path.join(path, 'bench_info.json')
+  export_info = os.path.join(path, 'export_info.json')
+  if os.path.exists(bench_info):
+    with open(bench_info) as f:
+      info = json.load(f)
+    kwargs = dict(info['model_kwargs'])
+  elif os.path.exists(export_info):
+    with open(export_info) as f:
+      info = json.load(f)
+    kwargs = {'num_classes': len(info['class_names']), 'backbone': info['backbone']}
+    flagfile = os.path.join(info.get('model_dir', ''), 'flags.cfg')
+    if os.path.exists(flagfile):
+      run = _read_flagfile(flagfile)
+      ints = ('rpn_channels', 'anchor_base_size', 'test_post_nms_topk', 'test_pre_nms_topk')
+      for name in ints:
+        if name in run:
+          kwargs[name] = int(run[name])
+      for name in ('anchor_scales', 'anchor_ratios'):
+        if name in run:
+          kwargs[name] = tuple(float(v) for v in run[name].split(','))
+  else:
+    if not backbone_override:
+      return None
+    info = {'min_size': 600, 'max_size': 1000, 'pad_multiple': 32}
+    kwargs = {'num_classes': common.NUM_CLASSES}
+  if backbone_override:
+    kwargs['backbone'] = backbone_override
+  return kwargs, info['min_size'], info['max_size'], info.get('pad_multiple', 1)
+
+
+def processed_size(height, width, min_size, max_size, pad_multiple):
+  """The padded size the exported model's network sees for an input of height x width
+  (serving.preprocess: scale = min(min_size / short side, max_size / long side), round,
+  pad up to a multiple of pad_multiple)."""
+  import numpy as np
+  scale = np.float32(min(min_size / min(height, width), max_size / max(height, width)))
+  h = max(int(np.round(np.float32(height) * scale)), 1)
+  w = max(int(np.round(np.float32(width) * scale)), 1)
+  pad = max(int(pad_multiple), 1)
+  return -(-h // pad) * pad, -(-w // pad) * pad
+
+
+def saved_model_caller(path, signature='detect_images'):
+  """fn(uint8 images [B, H, W, 3]) -> host outputs, through the exported signature."""
+  import tensorflow as tf
+  loaded = tf.saved_model.load(path)
+  if signature not in loaded.signatures:
+    raise ValueError(f'{path} has no signature {signature!r} '
+                     f'(it has {sorted(loaded.signatures)})')
+  sig = loaded.signatures[signature]
+  specs = sig.structured_input_signature[1]
+  image_keys = [k for k, s in specs.items() if s.dtype == tf.uint8 and s.shape.rank == 4]
+  if len(image_keys) != 1:
+    raise ValueError(f'signature {signature!r} inputs {specs}: expected one uint8 '
+                     '[B, H, W, 3] input')
+  extra = [k for k in specs if k not in image_keys]
+  if extra:
+    raise ValueError(f'signature {signature!r} has inputs besides the images: {extra}')
+  key = image_keys[0]
+
+  def call(images):
+    return common.to_host(sig(**{key: images}))
+  call.loaded = loaded  # keeps the loaded object alive
+  return call
+
+
+def _record(args, backbone, mode, height, width, batch, warm, times, flop, matmul,
+            extra=None):
+  fields = common.timing_fields(times, batch, warm)
+  rec = {'bench': 'inference',
+         'config': f'{backbone}/voc{args.num_classes}/rois{args.num_rois}',
+         'backbone': backbone or None, 'mode': mode, 'height': height, 'width': width,
+         'batch': batch, 'num_rois': args.num_rois}
+  rec.update(common.thread_info(args.threads))
+  rec.update(fields)
+  rec.update(common.roofline_fields(flop['total'] if flop else None,
+                                    fields['sec_per_image_median'], matmul))
+  if flop:
+    rec['gflop_parts'] = {k: common._round(v['forward'] / 1e9, 5)  # pylint: disable=protected-access
+                          for k, v in flop['parts'].items()}
+  if backbone:
+    rec.update(common.reference_fields(mode, backbone, height, width,
+                                       fields['sec_per_image_median']))
+  rec['load_avg'] = common.host_fields()['load_avg']
+  rec.update(extra or {})
+  return common.emit(rec)
+
+
+def _error(args, backbone, mode, height, width, batch, exc):
+  return common.emit({'bench': 'inference', 'backbone': backbone, 'mode': mode,
+                      'height': height, 'width': width, 'batch': batch,
+                      'threads': args.threads,
+                      'error': f'{type(exc).__name__}: {str(exc)[:500]}'})
+
+
+def run(args):
+  """Runs every measurement; returns the list of records (each also printed)."""
+  import tensorflow as tf
+  from bench import flops as flops_lib
+
+  modes = common.parse_list(args.modes)
+  for m in modes:
+    if m not in MODES:
+      raise ValueError(f'--modes: unknown mode {m!r}; choose from {MODES}')
+  sizes = common.parse_sizes(args.sizes)
+  batches = common.parse_ints(args.batches)
+  matmul = common.start('inference', args)
+  records = [common.matmul_record('inference', args, matmul)]
+
+  for backbone in common.parse_list(args.backbones):
+    model_modes = [m for m in modes if m != 'saved_model']
+    if not model_modes:
+      break
+    model = common.build_model(backbone, args.num_classes, args.seed,
+                               test_post_nms_topk=args.num_rois)
+    fns = {'tf_function': tf.function(model.detect),
+           'xla': tf.function(model.detect, jit_compile=True)}
+    for height, width in sizes:
+      flop = flops_lib.model_flops(model, height, width, training=False)
+      for batch in batches:
+        images, image_sizes = common.random_images(batch, height, width, args.seed)
+        images, image_sizes = tf.constant(images), tf.constant(image_sizes)
+        for mode in model_modes:
+          fn = fns[mode]
+          try:
+            warm, times = common.time_fn(
+                lambda: common.to_host(fn(images, image_sizes)),  # pylint: disable=cell-var-from-loop
+                args.warmup, args.repeats)
+          except Exception as e:  # pylint: disable=broad-except
+            records.append(_error(args, backbone, mode, height, width, batch, e))
+            continue
+          records.append(_record(args, backbone, mode, height, width, batch, warm, times,
+                                 flop, matmul))
+    del model, fns
+
+  if 'saved_model' in modes:
+    if not args.saved_model:
+      common.note('saved_model mode skipped: no --saved_model=EXPORT_DIR given')
+    else:
+      path = resolve_saved_model(args.saved_model)
+      call = saved_model_caller(path)
+      structure = saved_model_structure(path, args.saved_model_backbone)
+      flop_model = None
+      if structure:
+        kwargs, min_size, max_size, pad_multiple = structure
+        kwargs = dict(kwargs)
+        flop_model = common.build_model(kwargs.pop('backbone'), kwargs.pop('num_classes'),
+                                        args.seed, **kwargs)
+      else:
+        common.note(f'{path}: no bench_info.json / export_info.json and no '
+                    '--saved_model_backbone: FLOPs and roofline fraction left out')
+      sm_backbone = flop_model.backbone_name if flop_model else ''
+      for height, width in sizes:
+        flop, seen = None, None
+        if flop_model:
+          seen = processed_size(height, width, min_size, max_size, pad_multiple)
+          flop = flops_lib.model_flops(flop_model, seen[0], seen[1])
+        for batch in batches:
+          images, _ = common.random_images(batch, height, width, args.seed)
+          images = tf.constant(images.astype('uint8'))
+          try:
+            warm, times = common.time_fn(lambda: call(images),  # pylint: disable=cell-var-from-loop
+                                         args.warmup, args.repeats)
+          except Exception as e:  # pylint: disable=broad-except
+            records.append(_error(args, sm_backbone or None, 'saved_model', height, width,
+                                  batch, e))
+            continue
+          records.append(_record(args, sm_backbone, 'saved_model', height, width, batch,
+                                 warm, times, flop, matmul,
+                                 extra={'config': f'saved_model/{sm_backbone or "unknown"}',
+                                        'num_rois': (flop_model.proposal_layer.test_post_nms_topk
+                                                     if flop_model else None),
+                                        'saved_model': path,
+                                        'network_input_size': list(seen) if seen else None}))
+  return records
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  run(args)
+
+
+if __name__ == '__main__':
+  common.configure_threads_from_argv()
+  main()

@@ -1,0 +1,307 @@
+"""Shared pieces of the speed benchmarks: threads, timing, the matmul roofline, JSON lines.
+
+Every bench script
+  1. calls `configure_threads_from_argv()` BEFORE importing numpy or TensorFlow (OpenBLAS,
+     MKL, OpenMP and TensorFlow read their thread counts once, when they load);
+  2. calls `apply_tf_threads(args.threads)` (tf.config.threading intra / inter op);
+  3. measures the fp32 matmul GFLOP/s of this machine in the same run
+     (`measure_matmul`), so that every line can print the achieved fraction of it;
+  4. prints one JSON line per measurement (`emit`).
+
+Timing: `time_fn` runs `warmup` untimed calls (tracing, XLA compilation, allocator
+warm-up), then `repeats` timed calls; every call must return host (numpy) values so that
+the clock stops only after the work is done. Seconds per image = seconds per call /
+batch; images per second = batch / median seconds per call.
+"""
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+DEFAULT_THREADS = 2
+NUM_CLASSES = 20  # PASCAL VOC
+
+THREAD_ENV_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS',
+                   'TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')
+
+# torchvision figures quoted in issue 7 for this machine class (NOT measured here: torch
+# is not installed). Seconds per image (inference) or per step (training, batch 1).
+TORCHVISION_REFERENCE = {
+    ('inference', 'vgg16'): ('torchvision VGG16 Faster R-CNN, 600x800', 2.75),
+    ('train_step', 'vgg16'): ('torchvision VGG16 Faster R-CNN, 600x800', 6.0),
+    ('inference', 'mobilenet_v2'): ('torchvision MobileNetV3-Large-FPN Faster R-CNN', 0.57),
+    ('train_step', 'mobilenet_v2'): ('torchvision MobileNetV3-Large-FPN Faster R-CNN', 1.8),
+}
+REFERENCE_SIZE = (600, 800)
+
+
+# ---- threads ----
+
+def _threads_from_argv(argv, default):
+  for i, arg in enumerate(argv):
+    if arg.startswith('--threads='):
+      return int(arg.split('=', 1)[1])
+    if arg == '--threads' and i + 1 < len(argv):
+      return int(argv[i + 1])
+  return default
+
+
+def configure_threads_from_argv(argv=None, default=DEFAULT_THREADS):
+  """Sets the BLAS / OpenMP / TF thread environment variables from --threads in argv.
+
+  Must run before numpy and TensorFlow are imported. Returns the thread count.
+  """
+  threads = _threads_from_argv(sys.argv[1:] if argv is None else argv, default)
+  for name in THREAD_ENV_VARS:
+    os.environ[name] = str(threads)
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  if 'numpy' in sys.modules or 'tensorflow' in sys.modules:
+    print('NOTE: numpy / TensorFlow were imported before the thread settings; the BLAS '
+          'thread count may not follow --threads', file=sys.stderr)
+  return threads
+
+
+def apply_tf_threads(threads):
+  """tf.config.threading intra and inter op threads (a no-op once TF has started)."""
+  import tensorflow as tf
+  for setter, getter in ((tf.config.threading.set_intra_op_parallelism_threads,
+                          tf.config.threading.get_intra_op_parallelism_threads),
+                         (tf.config.threading.set_inter_op_parallelism_threads,
+                          tf.config.threading.get_inter_op_parallelism_threads)):
+    if getter() == threads:
+      continue
+    try:
+      setter(threads)
+    except RuntimeError:
+      print('NOTE: TensorFlow was already initialized; its thread pools keep '
+            f'intra={tf.config.threading.get_intra_op_parallelism_threads()} '
+            f'inter={tf.config.threading.get_inter_op_parallelism_threads()}',
+            file=sys.stderr)
+      break
+
+
+def thread_info(threads):
+  import tensorflow as tf
+  return {'threads': threads,
+          'tf_intra_op': tf.config.threading.get_intra_op_parallelism_threads(),
+          'tf_inter_op': tf.config.threading.get_inter_op_parallelism_threads(),
+          'omp_num_threads': os.environ.get('OMP_NUM_THREADS')}
+
+
+def add_common_args(parser, repeats=5, warmup=1):
+  """Flags every bench script takes."""
+  parser.add_argument('--threads', type=int, default=DEFAULT_THREADS,
+                      help='CPU threads for TF intra/inter op pools, OpenMP, MKL, OpenBLAS.')
+  parser.add_argument('--repeats', type=int, default=repeats,
+                      help='Timed runs per measurement (median / min / max reported).')
+  parser.add_argument('--warmup', type=int, default=warmup,
+                      help='Untimed runs first (tracing, XLA compilation).')
+  parser.add_argument('--matmul_size', type=int, default=4096,
+                      help='Side of the fp32 matmul that measures the roofline.')
+  parser.add_argument('--matmul_repeats', type=int, default=3,
+                      help='Timed matmuls per library (the best one counts).')
+  parser.add_argument('--seed', type=int, default=0, help='Weights and inputs seed.')
+  parser.add_argument('--num_classes', type=int, default=NUM_CLASSES,
+                      help='Foreground classes (20: VOC).')
+
+
+def parse_sizes(text):
+  """'600x800,600x1000' -> [(600, 800), (600, 1000)]."""
+  sizes = []
+  for item in text.split(','):
+    item = item.strip()
+    if not item:
+      continue
+    h, w = item.lower().split('x')
+    sizes.append((int(h), int(w)))
+  return sizes
+
+
+def parse_ints(text):
+  return [int(v) for v in text.split(',') if v.strip()]
+
+
+def parse_list(text):
+  return [v.strip() for v in text.split(',') if v.strip()]
+
+
+# ---- timing ----
+
+def time_fn(fn, warmup, repeats):
+  """(seconds of the warm-up calls, seconds of each of `repeats` timed calls) of fn()."""
+  warm = []
+  for _ in range(warmup):
+    start = time.perf_counter()
+    fn()
+    warm.append(time.perf_counter() - start)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return warm, times
+
+
+def to_host(outputs):
+  """Blocks until `outputs` (a nest of tensors) are computed; returns numpy values."""
+  import tensorflow as tf
+  return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, 'numpy') else t, outputs)
+
+
+def timing_fields(times, batch, warm=()):
+  """median / min / max seconds per image and images per second from per-call times;
+  first_call_s: the first warm-up call (tracing + compilation + one run)."""
+  per_image = [t / batch for t in times]
+  median = statistics.median(per_image)
+  return {'repeats': len(times), 'warmup': len(warm),
+          'first_call_s': _round(warm[0]) if warm else None,
+          'sec_per_image_median': _round(median),
+          'sec_per_image_min': _round(min(per_image)),
+          'sec_per_image_max': _round(max(per_image)),
+          'sec_per_batch_median': _round(median * batch),
+          'images_per_s': _round(1.0 / median if median > 0 else float('inf'))}
+
+
+def _round(x, digits=5):
+  if x is None:
+    return None
+  if x == 0 or not (abs(x) < float('inf')):
+    return x
+  from math import floor, log10
+  return round(x, max(0, digits - 1 - int(floor(log10(abs(x))))))
+
+
+# ---- the matmul roofline ----
+
+def measure_matmul(n=4096, repeats=3, seed=0):
+  """Best fp32 GFLOP/s of an n x n matmul, numpy's BLAS and TensorFlow, same threads.
+
+  Returns {'matmul_n', 'numpy_gflops', 'tf_gflops', 'matmul_gflops' (the faster),
+  'matmul_source'}.
+  """
+  import numpy as np
+  import tensorflow as tf
+  flops = 2.0 * n ** 3
+  rng = np.random.default_rng(seed)
+  a = rng.standard_normal((n, n), dtype=np.float32)
+  b = rng.standard_normal((n, n), dtype=np.float32)
+  _, np_times = time_fn(lambda: np.matmul(a, b), 1, repeats)
+  ta, tb = tf.constant(a), tf.constant(b)
+  tf_matmul = tf.function(lambda x, y: tf.reduce_sum(tf.linalg.matmul(x, y)[:1, :1]))
+  # The reduce keeps the device -> host copy tiny; the full product is still computed.
+  _, tf_times = time_fn(lambda: tf_matmul(ta, tb).numpy(), 1, repeats)
+  np_g = flops / min(np_times) / 1e9
+  tf_g = flops / min(tf_times) / 1e9
+  return {'matmul_n': n, 'numpy_gflops': _round(np_g, 4), 'tf_gflops': _round(tf_g, 4),
+          'matmul_gflops': _round(max(np_g, tf_g), 4),
+          'matmul_source': 'numpy' if np_g >= tf_g else 'tensorflow'}
+
+
+def roofline_fields(flop_per_image, sec_per_image, matmul):
+  """GFLOP per image, achieved GFLOP/s and the fraction of the matmul GFLOP/s."""
+  if flop_per_image is None or not sec_per_image:
+    return {'gflop_per_image': None, 'achieved_gflops': None, 'roofline_fraction': None,
+            'matmul_gflops': matmul['matmul_gflops'] if matmul else None}
+  achieved = flop_per_image / sec_per_image / 1e9
+  return {'gflop_per_image': _round(flop_per_image / 1e9, 5),
+          'achieved_gflops': _round(achieved, 4),
+          'matmul_gflops': matmul['matmul_gflops'],
+          'roofline_fraction': _round(achieved / matmul['matmul_gflops'], 4)}
+
+
+def reference_fields(mode, backbone, height, width, sec_per_image):
+  """torchvision's quoted figure for this configuration, when there is one (not measured)."""
+  key = ('train_step' if mode.startswith('train') else 'inference', backbone)
+  if key not in TORCHVISION_REFERENCE or (height, width) != REFERENCE_SIZE:
+    return {}
+  what, seconds = TORCHVISION_REFERENCE[key]
+  return {'reference': {'what': what, 'seconds': seconds,
+                        'unit': 's/step' if key[0] == 'train_step' else 's/image',
+                        'source': 'issue 7 (quoted, not measured here)',
+                        'measured_over_reference': _round(sec_per_image / seconds, 4)}}
+
+
+# ---- records ----
+
+def host_fields():
+  import tensorflow as tf
+  try:
+    load = [round(v, 2) for v in os.getloadavg()]
+  except OSError:
+    load = None
+  return {'cpu_count': os.cpu_count(), 'load_avg': load, 'tf_version': tf.__version__,
+          'machine': platform.machine()}
+
+
+def emit(record, stream=None):
+  """Prints one JSON line (and returns the record)."""
+  print(json.dumps(record), file=stream or sys.stdout, flush=True)
+  return record
+
+
+def note(text):
+  print(f'NOTE: {text}', file=sys.stderr, flush=True)
+
+
+def matmul_record(bench, args, matmul):
+  return dict({'bench': bench, 'mode': 'matmul_roofline'}, **matmul,
+              **thread_info(args.threads), **host_fields())
+
+
+def start(bench, args):
+  """Threads, then the matmul roofline of this run (printed as the first JSON line)."""
+  apply_tf_threads(args.threads)
+  matmul = measure_matmul(args.matmul_size, args.matmul_repeats, args.seed)
+  emit(matmul_record(bench, args, matmul))
+  return matmul
+
+
+# ---- model and inputs ----
+
+def build_model(backbone, num_classes=NUM_CLASSES, seed=0, **overrides):
+  """FasterRCNN with random weights (backbone_weights=None), model defaults otherwise."""
+  import keras
+  from faster_rcnn_tf.model import FasterRCNN
+  keras.utils.set_random_seed(seed)
+  return FasterRCNN(num_classes, backbone=backbone, backbone_weights=None, **overrides)
+
+
+def random_images(batch, height, width, seed=0):
+  """float32 [batch, height, width, 3] in [0, 255] and int32 image_sizes [batch, 2]."""
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  images = rng.uniform(0.0, 255.0, (batch, height, width, 3)).astype(np.float32)
+  sizes = np.tile(np.array([[height, width]], np.int32), (batch, 1))
+  return images, sizes
+
+
+def random_train_batch(batch, height, width, num_boxes=5, max_boxes=20, seed=0,
+                       num_classes=NUM_CLASSES):
+  """A training batch dict (see `faster_rcnn_tf.inputs`) with random boxes."""
+  import numpy as np
+  from faster_rcnn_tf import inputs
+  rng = np.random.default_rng(seed)
+  images, sizes = random_images(batch, height, width, seed)
+  boxes = np.zeros((batch, max_boxes, 4), np.float32)
+  classes = np.zeros((batch, max_boxes), np.int32)
+  for b in range(batch):
+    for g in range(min(num_boxes, max_boxes)):
+      bh = rng.uniform(0.1, 0.6) * height
+      bw = rng.uniform(0.1, 0.6) * width
+      y0 = rng.uniform(0, height - bh)
+      x0 = rng.uniform(0, width - bw)
+      boxes[b, g] = (y0, x0, y0 + bh, x0 + bw)
+      classes[b, g] = rng.integers(1, num_classes + 1)
+  return {inputs.IMAGES: images, inputs.IMAGE_SIZES: sizes,
+          inputs.SCALES: np.ones((batch,), np.float32),
+          inputs.ORIGINAL_SIZES: sizes.copy(),
+          inputs.IMAGE_IDS: np.arange(batch, dtype=np.int64),
+          inputs.GT_BOXES: boxes, inputs.GT_CLASSES: classes,
+          inputs.GT_DIFFICULT: np.zeros((batch, max_boxes), bool)}

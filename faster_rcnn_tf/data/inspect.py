@@ -1,0 +1,122 @@
+"""Summarizes a dataset and draws a few of its images with their boxes.
+
+    python -m faster_rcnn_tf.data.inspect --dataset=SPEC [--split=SPLIT] [--output_dir=DIR]
+        [--classes=a,b] [--data_dir=TFDS_DIR] [--max_images=N] [--num_drawn=8]
+
+Reads every image of the split (decoding it, so image problems are found too), prints one
+JSON object:
+
+    {"dataset", "split", "class_names", "candidate_images", "images", "skipped_images",
+     "objects", "difficult", "per_class": {name: count}, "images_without_objects",
+     "min_image_size": [h, w], "max_image_size": [h, w],
+     "problems": {kind: {"count", "examples": [file names]}}, "grid": PNG path}
+
+and writes DIR/inspect_<dataset>_<split>.png with the first `num_drawn` images, boxes and
+class names drawn ('*' marks difficult objects).
+"""
+
+import json
+import os
+import re
+import sys
+
+import numpy as np
+from absl import app
+from absl import flags
+from PIL import Image
+
+from faster_rcnn_tf import visualize
+from faster_rcnn_tf.data import records as R
+from faster_rcnn_tf.data import registry
+
+_GRID_CELL = 384  # drawn images are shrunk to at most this side in the grid
+
+
+def summarize(source, max_images=None, num_drawn=8):
+  """Counts what a source yields.
+
+  Args:
+    source: a dataset source.
+    max_images: stop after this many records (None: all).
+    num_drawn: how many of the first records to draw.
+  Returns:
+    (summary dict as in the module docstring without 'grid', list of drawn uint8 images).
+  """
+  per_class = np.zeros(len(source.class_names), np.int64)
+  images = objects = difficult = empty = 0
+  min_size, max_size = None, None
+  drawn = []
+  for record in source.records():
+    images += 1
+    classes = record[R.CLASSES]
+    objects += len(classes)
+    difficult += int(record[R.DIFFICULT].sum())
+    empty += int(len(classes) == 0)
+    per_class += np.bincount(classes - 1, minlength=len(per_class))[:len(per_class)]
+    size = record[R.IMAGE].shape[:2]
+    min_size = size if min_size is None else np.minimum(min_size, size)
+    max_size = size if max_size is None else np.maximum(max_size, size)
+    if len(drawn) < num_drawn:
+      labels = [source.class_names[c - 1] + ('*' if d else '')
+                for c, d in zip(classes, record[R.DIFFICULT])]
+      image = visualize.draw_boxes(record[R.IMAGE], record[R.BOXES], labels)
+      pil = Image.fromarray(image)
+      pil.thumbnail((_GRID_CELL, _GRID_CELL))
+      drawn.append(np.asarray(pil))
+    if max_images and images >= max_images:
+      break
+  summary = {
+      'dataset': source.name,
+      'split': source.split,
+      'class_names': list(source.class_names),
+      'candidate_images': int(source.num_images),
+      'images': images,
+      'skipped_images': int(source.num_images) - images if not max_images else None,
+      'objects': objects,
+      'difficult': difficult,
+      'per_class': {n: int(c) for n, c in zip(source.class_names, per_class)},
+      'images_without_objects': empty,
+      'min_image_size': None if min_size is None else [int(v) for v in min_size],
+      'max_image_size': None if max_size is None else [int(v) for v in max_size],
+      'problems': source.problems.summary(),
+  }
+  return summary, drawn
+
+
+def run(dataset, split='train', output_dir='.', classes=None, data_dir=None, seed=0,
+        max_images=None, num_drawn=8):
+  """What the command does; returns the summary dict (with 'grid', the PNG path or None)."""
+  source = registry.get_source(dataset, split, classes=classes, data_dir=data_dir, seed=seed)
+  summary, drawn = summarize(source, max_images=max_images, num_drawn=num_drawn)
+  summary['grid'] = None
+  if drawn and output_dir:
+    os.makedirs(output_dir, exist_ok=True)
+    safe = re.sub(r'[^A-Za-z0-9._-]+', '_', f'{dataset}_{split}').strip('_')[-100:]
+    summary['grid'] = visualize.save_grid(
+        drawn, os.path.join(output_dir, f'inspect_{safe}.png'))
+  return summary
+
+
+def define_flags():
+  flags.DEFINE_string('dataset', 'shapes', registry.SPEC_HELP)
+  flags.DEFINE_string('split', 'train', 'Split to inspect.')
+  flags.DEFINE_string('output_dir', '.', 'Where the PNG goes ("" for none).')
+  flags.DEFINE_list('classes', None, 'Class names to keep (default: all).')
+  flags.DEFINE_string('data_dir', None, 'TFDS data_dir (tfds: datasets).')
+  flags.DEFINE_integer('seed', 0, 'Generation seed (shapes).')
+  flags.DEFINE_integer('max_images', 0, 'Stop after this many images (0: all).')
+  flags.DEFINE_integer('num_drawn', 8, 'Images drawn into the PNG.')
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  summary = run(f.dataset, f.split, f.output_dir, f.classes, f.data_dir, f.seed,
+                f.max_images or None, f.num_drawn)
+  sys.stdout.write(json.dumps(summary) + '\n')
+  sys.stdout.flush()
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,225 @@
+"""Detects objects in image files or folders; writes a JSON of detections and annotated PNGs.
+
+One model source:
+  --saved_model=DIR               an export (DIR = BASE/N, or BASE: its highest version)
+  --model_dir=DIR [--checkpoint]  a training run, restored in this process (model flags
+                                  from DIR/flags.cfg, as in export.py)
+  --server=http://HOST:8501 --model_name=NAME [--model_version=N]   TF Serving REST
+  --grpc=HOST:8500 --model_name=NAME [--model_version=N]            TF Serving gRPC
+
+    python predict.py --saved_model=exports/voc --output_dir=out photos/ extra.jpg
+
+Inputs: files (JPEG or PNG; other formats get an "error" record) and folders (their
+.jpg / .jpeg / .png files, not recursive, sorted). Outputs in --output_dir:
+  detections.json   {"source": ..., "images": [record, ...]} (see
+                    faster_rcnn_tf/serving/results.py: boxes in original pixels and
+                    normalized, scores, classes, class names, per image)
+  NAME.png          each image with its detections scoring >= --min_score drawn
+
+Exit status: 0 done (images that could not be read have an "error" in their record),
+1 the model or server failed, 2 bad flags or inputs.
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from faster_rcnn_tf import config_flags
+from faster_rcnn_tf.serving import run_dir
+
+FLAGS = flags.FLAGS
+config_flags.define_data_flags()
+config_flags.define_model_flags()
+flags.DEFINE_string('saved_model', None, 'Exported SavedModel folder (BASE/N or BASE).')
+flags.DEFINE_string('model_dir', None, 'Training run folder, to predict from a checkpoint.')
+flags.DEFINE_string('checkpoint', None, 'With --model_dir: checkpoint prefix or folder '
+                    '(default: the latest).')
+flags.DEFINE_string('server', None, 'TF Serving REST address, e.g. http://localhost:8501.')
+flags.DEFINE_string('grpc', None, 'TF Serving gRPC address, e.g. localhost:8500.')
+flags.DEFINE_string('model_name', None, 'TF Serving model name (--server / --grpc).')
+flags.DEFINE_integer('model_version', None, 'TF Serving model version (default: latest).')
+flags.DEFINE_string('output_dir', None, 'Where detections.json and the pictures go.')
+flags.DEFINE_integer('batch_size', 8, 'Images per request.')
+flags.DEFINE_float('min_score', 0.5, 'Detections drawn on the pictures score at least this '
+                   '(the JSON has every detection the model returns).')
+flags.DEFINE_bool('draw', True, 'Write annotated PNGs.')
+flags.DEFINE_float('timeout', 60.0, 'Seconds to wait for a server answer.')
+
+PROG = 'predict.py'
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
+OUTPUT_JSON = 'detections.json'
+
+
+class UsageError(Exception):
+  """Bad flags or inputs: one line, exit status 2."""
+
+
+def collect_images(paths):
+  """Image files named by `paths` (files as given; folders: their image files, sorted)."""
+  files = []
+  for path in paths:
+    if os.path.isdir(path):
+      names = sorted(n for n in os.listdir(path)
+                     if n.lower().endswith(IMAGE_EXTENSIONS) and
+                     os.path.isfile(os.path.join(path, n)))
+      if not names:
+        logging.warning('%s: no .jpg/.jpeg/.png files', path)
+      files.extend(os.path.join(path, n) for n in names)
+    elif os.path.isfile(path):
+      files.append(path)
+    else:
+      raise UsageError(f'{path}: no such file or folder')
+  if not files:
+    raise UsageError('no images to process')
+  return files
+
+
+def picture_names(files):
+  """A distinct NAME.png for each input file (stem, then stem_2, stem_3, ...)."""
+  used = set()
+  names = []
+  for path in files:
+    stem = os.path.splitext(os.path.basename(path))[0] or 'image'
+    name, k = f'{stem}.png', 1
+    while name in used or name == OUTPUT_JSON:
+      k += 1
+      name = f'{stem}_{k}.png'
+    used.add(name)
+    names.append(name)
+  return names
+
+
+def _validate():
+  sources = [name for name in ('saved_model', 'model_dir', 'server', 'grpc')
+             if getattr(FLAGS, name)]
+  if len(sources) != 1:
+    raise UsageError('give exactly one of --saved_model, --model_dir, --server, --grpc '
+                     f'(got {sources or "none"})')
+  if sources[0] in ('server', 'grpc') and not FLAGS.model_name:
+    raise UsageError(f'--{sources[0]} needs --model_name')
+  if not FLAGS.output_dir:
+    raise UsageError('--output_dir is required')
+  if FLAGS.batch_size <= 0:
+    raise UsageError(f'--batch_size must be positive, got {FLAGS.batch_size}')
+  return sources[0]
+
+
+def make_client(source):
+  """The detection client for the chosen source (see faster_rcnn_tf/serving/client.py)."""
+  from faster_rcnn_tf.serving import client
+  if source == 'saved_model':
+    try:
+      return client.SavedModelClient(FLAGS.saved_model)
+    except client.ServingError as e:
+      raise UsageError(str(e))
+  if source == 'model_dir':
+    from faster_rcnn_tf.serving import export_module
+    try:
+      model, class_names, path = run_dir.restore_model(FLAGS.model_dir, FLAGS,
+                                                       FLAGS.checkpoint)
+    except run_dir.RunDirError as e:
+      raise UsageError(str(e))
+    module = export_module.DetectionModule(model, class_names, FLAGS.min_size,
+                                           FLAGS.max_size)
+    return client.ModuleClient(module, f'checkpoint {path}')
+  if source == 'server':
+    return client.RestClient(FLAGS.server, FLAGS.model_name, FLAGS.model_version,
+                             FLAGS.timeout)
+  return client.GrpcClient(FLAGS.grpc, FLAGS.model_name, FLAGS.model_version, FLAGS.timeout)
+
+
+def read_image(path):
+  """(bytes, uint8 [H, W, 3]) of a JPEG or PNG file; raises ValueError with a reason."""
+  import io
+  import numpy as np
+  from PIL import Image
+  from faster_rcnn_tf.data import decode
+  with open(path, 'rb') as f:
+    data = f.read()
+  kind = decode.sniff_format(data)
+  if kind not in ('JPEG', 'PNG'):
+    raise ValueError(f'not a JPEG or PNG image (content: {kind or "unknown"})')
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      pixels = np.asarray(image.convert('RGB'))
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise ValueError(f'cannot decode {kind}: {e}')
+  return data, pixels
+
+
+def predict(files, detector, output_dir, batch_size, min_score, draw=True):
+  """Runs `detector` over files; writes output_dir/detections.json and pictures.
+
+  Returns the list of records (see faster_rcnn_tf/serving/results.py).
+  """
+  from PIL import Image
+  from faster_rcnn_tf.serving import results
+  os.makedirs(output_dir, exist_ok=True)
+  names = picture_names(files)
+  records = []
+  for start in range(0, len(files), batch_size):
+    chunk = list(range(start, min(start + batch_size, len(files))))
+    batch = {}
+    for i in chunk:
+      try:
+        batch[i] = read_image(files[i])
+      except (OSError, ValueError) as e:
+        batch[i] = e
+    sent = [i for i in chunk if not isinstance(batch[i], Exception)]
+    outputs = detector.detect([batch[i][0] for i in sent]) if sent else None
+    for i in chunk:
+      if isinstance(batch[i], Exception):
+        records.append(results.error_record(files[i], str(batch[i])))
+        logging.warning('%s: %s', files[i], batch[i])
+        continue
+      pixels = batch[i][1]
+      record = results.image_record(files[i], pixels.shape[0], pixels.shape[1], outputs,
+                                    sent.index(i))
+      if draw:
+        path = os.path.join(output_dir, names[i])
+        Image.fromarray(results.annotate(pixels, record, min_score)).save(path)
+        record['annotated'] = path
+      records.append(record)
+  return records
+
+
+def write_json(path, source, records):
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump({'source': source, 'images': records}, f, indent=1)
+  os.replace(tmp, path)
+
+
+def main(argv):
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    source = _validate()
+    files = collect_images(argv[1:])
+    detector = make_client(source)
+  except UsageError as e:
+    print(f'{PROG}: error: {e}', file=sys.stderr)
+    return 2
+  from faster_rcnn_tf.serving import client
+  try:
+    records = predict(files, detector, FLAGS.output_dir, FLAGS.batch_size, FLAGS.min_score,
+                      FLAGS.draw)
+  except client.ServingError as e:
+    print(f'{PROG}: error: {e}', file=sys.stderr)
+    return 1
+  path = os.path.join(FLAGS.output_dir, OUTPUT_JSON)
+  write_json(path, detector.description, records)
+  failed = sum(1 for r in records if r['error'])
+  total = sum(r['num_detections'] for r in records)
+  print(f'{len(records)} images ({failed} unreadable), {total} detections -> {path}',
+        flush=True)
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(lambda argv: sys.exit(main(argv)),
+          flags_parser=lambda argv: run_dir.parse_argv_with_run_config(argv, FLAGS, PROG))

@@ -1,0 +1,84 @@
+"""Tests of faster_rcnn_tf.backbones (random weights: no download)."""
+
+import functools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from faster_rcnn_tf import backbones
+
+
+@functools.lru_cache(maxsize=None)
+def _built(name):
+  """Each backbone is built once per test session (vgg16's fc6 alone has 100M weights)."""
+  return backbones.build_backbone(name, None)
+
+
+@pytest.mark.parametrize('name,channels,head_dim,max_pool', [
+    ('tiny', 128, 256, False),
+    ('mobilenet_v2', 96, 1024, False),
+    ('resnet50', 1024, 2048, False),
+    ('vgg16', 512, 4096, True),
+])
+def test_backbone_builds_with_stride_16(name, channels, head_dim, max_pool):
+  net = _built(name)
+  assert net.stride == 16 and net.crop_size == 7 and net.crop_max_pool == max_pool
+  images = tf.random.stateless_uniform([1, 64, 80, 3], seed=[1, 2], maxval=255.0)
+  features = net.features(net.normalize(images), training=False)
+  assert tuple(features.shape) == (1, 64 // 16, 80 // 16, channels)
+  crops = tf.random.stateless_normal([2, 7, 7, channels], seed=[3, 4])
+  out = net.roi_head(crops, training=False)
+  assert tuple(out.shape) == (2, head_dim)
+  assert net.roi_head.output_shape[-1] == head_dim
+  assert np.all(np.isfinite(out.numpy()))
+
+
+def test_normalizers():
+  net = _built('vgg16')
+  pixel = tf.constant([[[[123.68, 116.779, 103.939]]]])
+  np.testing.assert_allclose(net.normalize(pixel).numpy(), 0.0, atol=1e-4)
+  # Caffe convention: BGR order after mean subtraction.
+  red = tf.constant([[[[223.68, 116.779, 103.939]]]])
+  np.testing.assert_allclose(net.normalize(red).numpy()[0, 0, 0], [0.0, 0.0, 100.0], atol=1e-4)
+  tiny = _built('tiny')
+  np.testing.assert_allclose(tiny.normalize(tf.constant([0.0, 127.5, 255.0])).numpy(),
+                             [-1.0, 0.0, 1.0])
+
+
+def test_resnet_head_is_the_conv5_stage():
+  net = _built('resnet50')
+  names = [layer.name for layer in net.roi_head.layers]
+  assert 'conv5_block1_0_conv' in names and 'conv5_block3_out' in names
+  assert not any(n.startswith('conv4_') for n in names)
+  # 3 blocks of 3 convs, plus the first block's shortcut conv.
+  assert sum(n.startswith('conv5_') and n.endswith('_conv') for n in names) == 10
+
+
+def test_unknown_backbone_raises_naming_it():
+  with pytest.raises(ValueError, match='resnet9000'):
+    backbones.build_backbone('resnet9000')
+
+
+@pytest.mark.parametrize('name', ['tiny', 'vgg16'])
+def test_missing_weights_file_raises_naming_the_path(name, tmp_path):
+  path = str(tmp_path / 'no_such_weights.weights.h5')
+  with pytest.raises(ValueError, match='no_such_weights.weights.h5'):
+    backbones.build_backbone(name, path)
+
+
+def test_tiny_weights_file_round_trip(tmp_path):
+  net = backbones.build_backbone('tiny', None)
+  path = str(tmp_path / 'tiny.weights.h5')
+  net.features.save_weights(path)
+  again = backbones.build_backbone('tiny', path)
+  for a, b in zip(net.features.get_weights(), again.features.get_weights()):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_freeze_layers():
+  net = _built('vgg16')
+  backbones.freeze_layers(net.features, net.frozen_prefixes)
+  for layer in net.features.layers:
+    frozen = layer.name.startswith(('block1_', 'block2_'))
+    assert layer.trainable == (not frozen), layer.name

@@ -1,0 +1,270 @@
+"""End-to-end tests of faster_rcnn_tf.model.FasterRCNN with the tiny backbone."""
+
+import glob
+import os
+import re
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from faster_rcnn_tf import inputs
+from faster_rcnn_tf import model as model_lib
+from faster_rcnn_tf.model import FasterRCNN
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SMALL = dict(backbone='tiny', anchor_scales=(1, 2, 4), rpn_channels=64,
+             train_pre_nms_topk=256, train_post_nms_topk=64, test_pre_nms_topk=256,
+             test_post_nms_topk=32, roi_num_samples=32, max_detections=20)
+
+
+def _model(seed=0, **overrides):
+  keras.utils.set_random_seed(seed)
+  return FasterRCNN(3, **dict(SMALL, **overrides))
+
+
+def _np_iou(a, b):
+  a = np.asarray(a, np.float64)[:, None]
+  b = np.asarray(b, np.float64)[None]
+  ih = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0)
+  iw = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0)
+  inter = ih * iw
+  area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
+  return inter / (area(a) + area(b) - inter)
+
+
+def _scene(seed, height, width, boxes, classes):
+  """Noisy background with one filled shape per box: class 1 red rectangle, 2 green
+  rectangle, 3 blue disk."""
+  rng = np.random.default_rng(seed)
+  img = rng.uniform(60, 120, size=(height, width, 3)).astype(np.float32)
+  colors = {1: (230, 40, 40), 2: (40, 230, 40), 3: (40, 40, 230)}
+  yy, xx = np.mgrid[0:height, 0:width] + 0.5
+  for (y1, x1, y2, x2), c in zip(boxes, classes):
+    if c == 3:
+      cy, cx, ry, rx = (y1 + y2) / 2, (x1 + x2) / 2, (y2 - y1) / 2, (x2 - x1) / 2
+      inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+    else:
+      inside = (yy >= y1) & (yy < y2) & (xx >= x1) & (xx < x2)
+    img[inside] = np.array(colors[c], np.float32) + rng.normal(0, 5, size=(inside.sum(), 3))
+  return np.clip(img, 0, 255)
+
+
+def _batch(images, sizes, gt_boxes, gt_classes):
+  """Pads images to the largest size (bottom / right) and gt to a common count."""
+  hp = max(i.shape[0] for i in images)
+  wp = max(i.shape[1] for i in images)
+  g = max(len(b) for b in gt_boxes)
+  out_images = np.zeros([len(images), hp, wp, 3], np.float32)
+  boxes = np.zeros([len(images), g, 4], np.float32)
+  classes = np.zeros([len(images), g], np.int32)
+  for k, im in enumerate(images):
+    out_images[k, :im.shape[0], :im.shape[1]] = im
+    boxes[k, :len(gt_boxes[k])] = gt_boxes[k]
+    classes[k, :len(gt_classes[k])] = gt_classes[k]
+  return {inputs.IMAGES: tf.constant(out_images),
+          inputs.IMAGE_SIZES: tf.constant(np.array(sizes, np.int32)),
+          inputs.GT_BOXES: tf.constant(boxes), inputs.GT_CLASSES: tf.constant(classes)}
+
+
+# ---- losses without ground truth ----
+
+def test_no_ground_truth_gives_finite_losses_and_zero_box_losses():
+  model = _model()
+  rng = np.random.default_rng(0)
+  images = [rng.uniform(0, 255, (64, 96, 3)), rng.uniform(0, 255, (48, 80, 3))]
+  batch = _batch(images, [[64, 96], [48, 80]], [np.zeros([2, 4])] * 2, [np.zeros([2])] * 2)
+  out = model.compute_losses(batch, seed=tf.constant([1, 2]))
+  assert set(out) == set(model_lib.LOSS_NAMES)
+  values = {k: float(v) for k, v in out.items()}
+  assert all(np.isfinite(v) for v in values.values()), values
+  assert values['rpn_box_loss'] == 0.0 and values['head_box_loss'] == 0.0
+  assert values['rpn_class_loss'] > 0 and values['head_class_loss'] > 0
+  assert values['total_loss'] == pytest.approx(values['rpn_class_loss']
+                                               + values['head_class_loss'], rel=1e-6)
+  # Gradients are finite too.
+  with tf.GradientTape() as tape:
+    total = model.compute_losses(batch, seed=tf.constant([1, 2]))['total_loss']
+  grads = tape.gradient(total, model.trainable_variables)
+  assert all(g is None or np.all(np.isfinite(tf.convert_to_tensor(g).numpy())) for g in grads)
+
+
+def test_call_dispatches_on_training_flag():
+  model = _model()
+  rng = np.random.default_rng(1)
+  batch = _batch([rng.uniform(0, 255, (64, 64, 3))], [[64, 64]], [np.array([[8, 8, 40, 48]])],
+                 [np.array([2])])
+  losses = model(batch, training=True)
+  assert set(losses) == set(model_lib.LOSS_NAMES)
+  dets = model(batch)
+  assert dets[inputs.DETECTION_BOXES].shape == (1, 20, 4)
+  assert dets[inputs.DETECTION_CLASSES].dtype == tf.int32
+  assert dets[inputs.NUM_DETECTIONS].shape == (1,)
+
+
+def test_valid_pixel_mask():
+  mask = model_lib.valid_pixel_mask(tf.constant([[2, 3], [4, 1]]), 4, 5).numpy()[..., 0]
+  want = np.zeros([2, 4, 5])
+  want[0, :2, :3] = 1
+  want[1, :4, :1] = 1
+  np.testing.assert_array_equal(mask, want)
+
+
+# ---- batching ----
+
+def test_batch_of_two_sizes_matches_each_image_alone():
+  # Spread the head's scores so that the detection order is well defined.
+  model = _model(seed=3, score_threshold=0.01, max_detections=30)
+  kernel = model.cls_score.kernel
+  kernel.assign(tf.random.stateless_normal(kernel.shape, seed=[7, 7], stddev=0.3))
+  rng = np.random.default_rng(2)
+  img_a = rng.uniform(0, 255, (80, 64, 3)).astype(np.float32)
+  img_b = rng.uniform(0, 255, (64, 96, 3)).astype(np.float32)
+  canvas = (80, 96)
+
+  def padded(img):
+    out = np.zeros(canvas + (3,), np.float32)
+    out[:img.shape[0], :img.shape[1]] = img
+    return out
+
+  both = np.stack([padded(img_a), padded(img_b)])
+  sizes = np.array([[80, 64], [64, 96]], np.int32)
+  detect = tf.function(model.detect)
+  together = {k: v.numpy() for k, v in detect(tf.constant(both), tf.constant(sizes)).items()}
+  # Garbage in the padding must not matter: the model zeroes pixels outside image_sizes.
+  noisy = both.copy()
+  noisy[0, :, 64:] = 255.0
+  noisy[1, 64:] = 255.0
+  together_noisy = detect(tf.constant(noisy), tf.constant(sizes))
+  for k in together:
+    np.testing.assert_allclose(together_noisy[k].numpy(), together[k], atol=1e-4)
+  for b in range(2):
+    alone = detect(tf.constant(both[b:b + 1]), tf.constant(sizes[b:b + 1]))
+    n = int(alone[inputs.NUM_DETECTIONS][0])
+    assert n > 0, 'expected detections from the random model'
+    assert together[inputs.NUM_DETECTIONS][b] == n
+    for k in (inputs.DETECTION_BOXES, inputs.DETECTION_SCORES, inputs.DETECTION_CLASSES):
+      np.testing.assert_allclose(together[k][b], alone[k].numpy()[0], atol=1e-4)
+    boxes = together[inputs.DETECTION_BOXES][b][:n]
+    assert np.all(boxes[:, [0, 2]] <= sizes[b, 0]) and np.all(boxes[:, [1, 3]] <= sizes[b, 1])
+    # The raw RPN proposals agree as well.
+    feats = model.extract_features(tf.constant(both), tf.constant(sizes))
+    rois_together = model.rpn(feats, tf.constant(sizes), training=False)[3].numpy()[b]
+    feats1 = model.extract_features(tf.constant(both[b:b + 1]), tf.constant(sizes[b:b + 1]))
+    rois_alone = model.rpn(feats1, tf.constant(sizes[b:b + 1]), training=False)[3].numpy()[0]
+    np.testing.assert_allclose(rois_together, rois_alone, atol=1e-4)
+
+
+# ---- the compiled training step ----
+
+def _scene_batch():
+  boxes = np.array([[10, 12, 50, 60], [70, 20, 115, 56], [30, 76, 100, 118]], np.float32)
+  classes = np.array([1, 2, 3], np.int32)
+  image = _scene(0, 128, 128, boxes, classes)
+  return _batch([image], [[128, 128]], [boxes], [classes]), boxes, classes
+
+
+class _Trainer:
+  """A tiny model, an SGD-momentum optimizer and one training step per jit setting."""
+
+  def __init__(self, num_steps):
+    self.model = _model(seed=0, rpn_channels=64, score_threshold=0.3, max_detections=10)
+    schedule = keras.optimizers.schedules.CosineDecay(0.01, num_steps, alpha=0.02)
+    self.optimizer = keras.optimizers.SGD(schedule, momentum=0.9)
+    self.optimizer.build(self.model.trainable_variables)
+    self.initial = [v.numpy() for v in self.model.variables]
+    self.steps = {jit: self._make_step(jit) for jit in (False, True)}
+
+  def _make_step(self, jit):
+    model, optimizer = self.model, self.optimizer
+
+    @tf.function(jit_compile=jit)
+    def step(batch, seed):
+      with tf.GradientTape() as tape:
+        losses = model.compute_losses(batch, seed=seed)
+      grads = tape.gradient(losses['total_loss'], model.trainable_variables)
+      optimizer.apply_gradients(zip(grads, model.trainable_variables))
+      return losses, [g is not None for g in grads]
+
+    return step
+
+  def reset(self):
+    for v, value in zip(self.model.variables, self.initial):
+      v.assign(value)
+    for v in self.optimizer.variables:
+      v.assign(tf.zeros_like(v))
+
+
+LEARNING_STEPS = 300
+
+
+@pytest.fixture(scope='module')
+def trainer():
+  return _Trainer(LEARNING_STEPS)
+
+
+def test_training_step_same_with_and_without_xla(trainer):
+  batch, _, _ = _scene_batch()
+  results = {}
+  for jit in (False, True):
+    trainer.reset()
+    history = []
+    for i in range(3):
+      losses, has_grad = trainer.steps[jit](batch, tf.constant([1, 2 + i]))
+      history.append({k: float(v) for k, v in losses.items()})
+    assert all(h for h in has_grad), 'every trainable variable gets a gradient'
+    results[jit] = (history, [v.numpy() for v in trainer.model.trainable_variables])
+  (hist_plain, w_plain), (hist_jit, w_jit) = results[False], results[True]
+  for a, b in zip(hist_plain, hist_jit):
+    for k in model_lib.LOSS_NAMES:
+      assert a[k] == pytest.approx(b[k], abs=1e-4), (k, a, b)
+  assert all(np.isfinite(v) for h in hist_plain for v in h.values())
+  assert hist_plain[0]['rpn_box_loss'] > 0 and hist_plain[0]['head_box_loss'] > 0
+  # The update happened (weights moved) and is the same in both.
+  initial = dict(zip([v.path for v in trainer.model.variables], trainer.initial))
+  moved = [not np.allclose(w, initial[v.path])
+           for w, v in zip(w_plain, trainer.model.trainable_variables)]
+  assert all(moved)
+  for a, b in zip(w_plain, w_jit):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_learns_a_synthetic_scene(trainer):
+  batch, boxes, classes = _scene_batch()
+  trainer.reset()
+  step = trainer.steps[True]
+  start = time.time()
+  totals = []
+  for i in range(LEARNING_STEPS):
+    losses, _ = step(batch, tf.constant([i, 11]))
+    totals.append(float(losses['total_loss']))
+  elapsed = time.time() - start
+  first = np.mean(totals[:3])
+  last = np.mean(totals[-20:])
+  assert last <= 0.1 * first, (first, last, totals[::25])
+  dets = trainer.model.detect(batch[inputs.IMAGES], batch[inputs.IMAGE_SIZES])
+  n = int(dets[inputs.NUM_DETECTIONS][0])
+  det_boxes = dets[inputs.DETECTION_BOXES].numpy()[0][:n]
+  det_classes = dets[inputs.DETECTION_CLASSES].numpy()[0][:n]
+  det_scores = dets[inputs.DETECTION_SCORES].numpy()[0][:n]
+  ious = _np_iou(boxes, det_boxes)  # [3, n]
+  for g in range(len(boxes)):
+    hits = (ious[g] >= 0.7) & (det_classes == classes[g])
+    assert hits.any(), (g, det_boxes, det_classes, det_scores, ious[g])
+  print(f'learning: {elapsed:.1f}s, loss {first:.3f} -> {last:.4f}, {n} detections')
+
+
+# ---- no host callbacks anywhere in the package ----
+
+def test_no_python_callbacks_in_package():
+  files = glob.glob(os.path.join(ROOT, 'faster_rcnn_tf', '**', '*.py'), recursive=True)
+  files += [os.path.join(ROOT, f) for f in ('train.py', 'evaluate.py', 'export.py',
+                                            'predict.py')
+            if os.path.exists(os.path.join(ROOT, f))]
+  assert len(files) > 10
+  pattern = re.compile(r'py_function|numpy_function|py_func')
+  offenders = [f for f in files if pattern.search(open(f, encoding='utf-8').read())]
+  assert not offenders, offenders
