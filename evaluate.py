@@ -4,7 +4,7 @@ Usage:
     python evaluate.py --model_dir=runs/shapes_quickstart           # latest checkpoint
     python evaluate.py --flagfile=configs/vgg16_voc07.cfg --metric=voc07,coco \\
         --output_dir=runs/vgg16_voc07/eval_test
-    python evaluate.py --model_dir=DIR --checkpoint=DIR/best         # or DIR/ckpt-5000
+    python evaluate.py --model_dir=DIR --checkpoint=best             # or ckpt-5000
     python evaluate.py --saved_model=EXPORT_DIR --flagfile=configs/X.cfg
     python evaluate.py --detections=dets.json --dataset=voc:data/VOC2007 --eval_split=test
 
@@ -32,7 +32,8 @@ the image's top-left corner is 0, 0). Ids are the dataset source's:
   coco:FILE   the json's own image ids and category ids;
   shapes      image_id = index of the generated image; category_id 1 circle, 2 square,
               3 triangle;
-  tfds:NAME   see faster_rcnn_tf/data/tfds_source.py; category_id = 1-based label + 1.
+  tfds:NAME   image_id: see faster_rcnn_tf/data/tfds_source.py; category_id = 1-based
+              position in the class list (the tfds label + 1 by default).
 Unknown image or category ids, malformed boxes or scores are errors.
 
 Metrics (--metric, comma-separated; default voc07): voc07 (11-point AP@0.5), voc (area
@@ -75,7 +76,8 @@ RUN_FLAG_NAMES = sorted(set(FLAGS) - _BEFORE)
 flags.DEFINE_string('model_dir', None, 'A train.py run folder: its latest checkpoint is '
                     'evaluated, its flags.cfg and classes.json describe the model and data.')
 flags.DEFINE_string('checkpoint', None, 'A checkpoint prefix (MODEL_DIR/ckpt-N) or a folder '
-                    '(its latest) to evaluate instead of the latest in --model_dir.')
+                    '(its latest; e.g. MODEL_DIR/best), also relative to --model_dir, to '
+                    'evaluate instead of the latest in --model_dir.')
 flags.DEFINE_string('saved_model', None, "An export.py SavedModel folder ('detect_images' "
                     'signature) to evaluate instead of a checkpoint.')
 flags.DEFINE_string('detections', None, 'Score this COCO-results JSON file instead of '
@@ -130,15 +132,18 @@ def _check_flags():
                           '--saved_model or --detections')
   if FLAGS.model_dir and not os.path.isdir(FLAGS.model_dir):
     raise EvaluationError(f'--model_dir={FLAGS.model_dir}: no such folder')
-  for name in ('eval_batch_size',):
-    if FLAGS[name].value <= 0:
-      raise EvaluationError(f'--{name} must be positive, got {FLAGS[name].value}')
+  if FLAGS.eval_batch_size <= 0:
+    raise EvaluationError(f'--eval_batch_size must be positive, got {FLAGS.eval_batch_size}')
   for name in ('max_eval_images', 'num_sample_images'):
     if FLAGS[name].value < 0:
       raise EvaluationError(f'--{name} must be >= 0, got {FLAGS[name].value}')
+  for name in ('anchor_scales', 'anchor_ratios'):
+    try:
+      [float(v) for v in FLAGS[name].value]
+    except ValueError:
+      raise EvaluationError(f'--{name} must be numbers, got {FLAGS[name].value}') from None
   try:
     config_flags.check_dataset_path(FLAGS.dataset)
-    [float(v) for v in FLAGS.anchor_scales + FLAGS.anchor_ratios]
   except ValueError as e:
     raise EvaluationError(str(e)) from None
   if FLAGS.output_dir:
@@ -216,8 +221,7 @@ def _produce(mode, source, keep_images):
   try:
     if mode == 'detections':
       truth = run_model.collect_ground_truth(source, FLAGS.max_eval_images, keep_images)
-      if not truth.num_images:
-        raise ValueError(f'split {source.split!r} of {source.name} has no loadable images')
+      run_model.check_not_empty(truth, source)
       results, detections = scoring.load_detections(
           FLAGS.detections, truth, source.category_ids,
           restrict_to_truth=FLAGS.max_eval_images > 0)
@@ -232,11 +236,9 @@ def _produce(mode, source, keep_images):
     step = checkpoint_loading.checkpoint_step(path)
     print(f'Evaluating {path} (step {step}) on {FLAGS.dataset} {FLAGS.eval_split}', flush=True)
     return _model_run(source, path, keep_images), path, step
-  except ValueError as e:
-    if isinstance(e, EvaluationError):
-      raise
+  except run_model.EmptySplitError as e:
     raise EvaluationError(f'--dataset={FLAGS.dataset} --eval_split={FLAGS.eval_split}: '
-                          f'{e}') from None
+                          f'{e} (see the data problems logged above)') from None
 
 
 def _write_outputs(out_dir, run, scores, source, metric_names, table_data, checkpoint,

@@ -20,7 +20,6 @@ Exit status: 0 done (images that could not be read have an "error" in their reco
 1 the model or server failed, 2 bad flags or inputs.
 """
 
-import json
 import os
 import sys
 
@@ -51,7 +50,6 @@ flags.DEFINE_float('timeout', 60.0, 'Seconds to wait for a server answer.')
 
 PROG = 'predict.py'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
-OUTPUT_JSON = 'detections.json'
 
 
 class UsageError(Exception):
@@ -76,21 +74,6 @@ def collect_images(paths):
   if not files:
     raise UsageError('no images to process')
   return files
-
-
-def picture_names(files):
-  """A distinct NAME.png for each input file (stem, then stem_2, stem_3, ...)."""
-  used = set()
-  names = []
-  for path in files:
-    stem = os.path.splitext(os.path.basename(path))[0] or 'image'
-    name, k = f'{stem}.png', 1
-    while name in used or name == OUTPUT_JSON:
-      k += 1
-      name = f'{stem}_{k}.png'
-    used.add(name)
-    names.append(name)
-  return names
 
 
 def _validate():
@@ -132,68 +115,6 @@ def make_client(source):
   return client.GrpcClient(FLAGS.grpc, FLAGS.model_name, FLAGS.model_version, FLAGS.timeout)
 
 
-def read_image(path):
-  """(bytes, uint8 [H, W, 3]) of a JPEG or PNG file; raises ValueError with a reason."""
-  import io
-  import numpy as np
-  from PIL import Image
-  from faster_rcnn_tf.data import decode
-  with open(path, 'rb') as f:
-    data = f.read()
-  kind = decode.sniff_format(data)
-  if kind not in ('JPEG', 'PNG'):
-    raise ValueError(f'not a JPEG or PNG image (content: {kind or "unknown"})')
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      pixels = np.asarray(image.convert('RGB'))
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise ValueError(f'cannot decode {kind}: {e}')
-  return data, pixels
-
-
-def predict(files, detector, output_dir, batch_size, min_score, draw=True):
-  """Runs `detector` over files; writes output_dir/detections.json and pictures.
-
-  Returns the list of records (see faster_rcnn_tf/serving/results.py).
-  """
-  from PIL import Image
-  from faster_rcnn_tf.serving import results
-  os.makedirs(output_dir, exist_ok=True)
-  names = picture_names(files)
-  records = []
-  for start in range(0, len(files), batch_size):
-    chunk = list(range(start, min(start + batch_size, len(files))))
-    batch = {}
-    for i in chunk:
-      try:
-        batch[i] = read_image(files[i])
-      except (OSError, ValueError) as e:
-        batch[i] = e
-    sent = [i for i in chunk if not isinstance(batch[i], Exception)]
-    outputs = detector.detect([batch[i][0] for i in sent]) if sent else None
-    for i in chunk:
-      if isinstance(batch[i], Exception):
-        records.append(results.error_record(files[i], str(batch[i])))
-        logging.warning('%s: %s', files[i], batch[i])
-        continue
-      pixels = batch[i][1]
-      record = results.image_record(files[i], pixels.shape[0], pixels.shape[1], outputs,
-                                    sent.index(i))
-      if draw:
-        path = os.path.join(output_dir, names[i])
-        Image.fromarray(results.annotate(pixels, record, min_score)).save(path)
-        record['annotated'] = path
-      records.append(record)
-  return records
-
-
-def write_json(path, source, records):
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump({'source': source, 'images': records}, f, indent=1)
-  os.replace(tmp, path)
-
-
 def main(argv):
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
@@ -205,14 +126,15 @@ def main(argv):
     print(f'{PROG}: error: {e}', file=sys.stderr)
     return 2
   from faster_rcnn_tf.serving import client
+  from faster_rcnn_tf.serving import results
   try:
-    records = predict(files, detector, FLAGS.output_dir, FLAGS.batch_size, FLAGS.min_score,
-                      FLAGS.draw)
+    records = results.predict_files(files, detector, FLAGS.output_dir, FLAGS.batch_size,
+                                    FLAGS.min_score, FLAGS.draw)
   except client.ServingError as e:
     print(f'{PROG}: error: {e}', file=sys.stderr)
     return 1
-  path = os.path.join(FLAGS.output_dir, OUTPUT_JSON)
-  write_json(path, detector.description, records)
+  path = os.path.join(FLAGS.output_dir, results.OUTPUT_JSON)
+  results.write_json(path, detector.description, records)
   failed = sum(1 for r in records if r['error'])
   total = sum(r['num_detections'] for r in records)
   print(f'{len(records)} images ({failed} unreadable), {total} detections -> {path}',

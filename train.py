@@ -28,7 +28,8 @@ flags.DEFINE_string('model_dir', None, 'Folder for checkpoints, flags and summar
 flags.DEFINE_integer('num_steps', 70000, 'Training steps (global batches).')
 flags.DEFINE_integer('batch_size', 1, 'Global batch size (split across replicas).')
 flags.DEFINE_float('learning_rate', 0.001, 'Base learning rate.')
-flags.DEFINE_float('momentum', 0.9, 'SGD momentum.')
+flags.DEFINE_enum('optimizer', 'sgd', ['sgd', 'adam'], "'sgd' (the reference) or 'adam'.")
+flags.DEFINE_float('momentum', 0.9, 'SGD momentum (Adam: beta_1).')
 flags.DEFINE_float('weight_decay', 1e-4, 'L2 weight decay on kernels (not biases / norms).')
 flags.DEFINE_bool('double_bias_lr', True, 'Biases learn at twice the learning rate.')
 flags.DEFINE_list('lr_decay_steps', ['50000'], 'Steps at which the rate is multiplied by '
@@ -194,7 +195,7 @@ def train(boundaries):
     model = FasterRCNN(**config_flags.model_kwargs(FLAGS, len(class_names)))
     opt = optimizer_lib.build_optimizer(FLAGS.learning_rate, FLAGS.momentum, boundaries,
                                         FLAGS.lr_decay_factor, FLAGS.warmup_steps,
-                                        FLAGS.clip_grad_norm)
+                                        FLAGS.clip_grad_norm, FLAGS.optimizer)
     if FLAGS.mixed_precision:
       opt = keras.optimizers.LossScaleOptimizer(opt)
     opt.build(model.trainable_variables)

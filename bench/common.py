@@ -237,7 +237,8 @@ def host_fields():
   except OSError:
     load = None
   return {'cpu_count': os.cpu_count(), 'load_avg': load, 'tf_version': tf.__version__,
-          'machine': platform.machine()}
+          'machine': platform.machine(),
+          'onednn_opts': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}
 
 
 def emit(record, stream=None):

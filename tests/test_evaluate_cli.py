@@ -1,5 +1,12 @@
-"""evaluate.py as a user runs it (subprocesses): the quickstart-style checkpoint, re-scoring
-its detections file, a COCO json dataset against pycocotools, bad input."""
+"""evaluate.py as a user runs it: the quickstart-style checkpoint (train.py's mAP), re-scoring
+its detections file, a COCO json dataset against pycocotools, an export.py SavedModel, bad
+input.
+
+Each evaluate.py process spends most of its time importing TensorFlow, so besides the real
+command-line run of the checkpoint, the other command lines run one after another in ONE
+process (`_DRIVER`: evaluate.py's own flag parser and main, per command line; main's return
+value is the exit status app.run gives).
+"""
 
 import contextlib
 import io
@@ -15,16 +22,35 @@ from PIL import Image
 from tests import run_helpers
 
 METRICS = 'voc07,voc,coco'
+EXPORT_PY = os.path.join(run_helpers.ROOT, 'export.py')
+
+_DRIVER = r"""
+import contextlib, io, json, sys
+from absl import flags
+import evaluate
+results = {}
+for name, argv in json.loads(sys.argv[1]).items():
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    flags.FLAGS.unparse_flags()
+    try:
+      evaluate._flags_parser(['evaluate.py'] + argv)
+      code = evaluate.main(['evaluate.py'])
+    except SystemExit as e:
+      code = e.code
+  results[name] = {'code': code, 'stdout': out.getvalue(), 'stderr': err.getvalue()}
+print('RESULTS' + json.dumps(results))
+"""
 
 
 def _env():
   return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=run_helpers.ROOT)
 
 
-def _evaluate(*args):
-  result = run_helpers.run_script('evaluate.py', *args, timeout=300)
-  assert result.returncode == 0, result.stdout + result.stderr
-  return result
+def _popen(script, *args):
+  return subprocess.Popen([sys.executable, os.path.join(run_helpers.ROOT, script), *args],
+                          cwd=run_helpers.ROOT, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
 
 
 def _read(path):
@@ -32,62 +58,20 @@ def _read(path):
     return json.load(f)
 
 
-@pytest.fixture(scope='module')
-def model_run(tiny_model_dir, tmp_path_factory):
-  """evaluate.py --model_dir=<the tiny run> with every metric, into an output folder."""
-  out = tmp_path_factory.mktemp('eval') / 'model_run'
-  result = _evaluate(f'--model_dir={tiny_model_dir}', f'--metric={METRICS}',
-                     f'--output_dir={out}', '--num_sample_images=3')
-  return str(out), result
+def _error_line(stderr):
+  lines = [line for line in stderr.splitlines() if line.startswith('evaluate.py: error:')]
+  assert len(lines) == 1, stderr
+  return lines[0]
 
 
-def test_checkpoint_evaluation_gives_the_map_train_py_printed(tiny_model_dir, model_run):
-  out, result = model_run
-  final = _read(os.path.join(tiny_model_dir, 'final_eval.json'))
-  metrics = _read(os.path.join(out, 'metrics.json'))
-  assert metrics['metrics']['voc07/mAP'] == final['voc07_map@0.5']  # exactly
-  assert f"VOC07 11-point mAP@0.5 on shapes test: {final['voc07_map@0.5']:.4f}" in result.stdout
-  assert metrics['checkpoint_step'] == final['step'] and metrics['split'] == 'test'
-  assert metrics['metric_names'] == METRICS.split(',')
-  assert set(metrics['metrics']) >= {'voc07/mAP', 'voc/mAP', 'coco/AP', 'coco/AP50', 'coco/ARl'}
-  assert [c['name'] for c in metrics['per_class']] == ['circle', 'square', 'triangle']
-  assert all('voc07/AP' in c and 'coco/AP' in c for c in metrics['per_class'])
-  assert metrics['num_images'] == 8
-  detections = _read(os.path.join(out, 'detections.json'))
-  assert detections and {d['image_id'] for d in detections} <= set(range(8))
-  assert {d['category_id'] for d in detections} <= {1, 2, 3}
-  assert sorted(os.listdir(os.path.join(out, 'pr_curves'))) == [
-      'pr_001_circle.png', 'pr_002_square.png', 'pr_003_triangle.png']
-  samples = sorted(os.listdir(os.path.join(out, 'samples')))
-  assert samples == ['sample_00_image_0.png', 'sample_01_image_1.png', 'sample_02_image_2.png']
-  with Image.open(os.path.join(out, 'samples', samples[0])) as im:
-    assert im.size[0] >= 64 * 4  # small images are enlarged for readable labels
-  for row in ('circle', 'square', 'triangle', 'mean'):
-    assert row in result.stdout  # the per-class table
-
-
-def test_rescoring_the_written_detections_gives_exactly_the_same_numbers(
-    tiny_model_dir, model_run, tmp_path):
-  out, _ = model_run
-  again = tmp_path / 'rescored'
-  _evaluate(f'--model_dir={tiny_model_dir}', f'--detections={out}/detections.json',
-            f'--metric={METRICS}', f'--output_dir={again}')
-  first = _read(os.path.join(out, 'metrics.json'))
-  second = _read(again / 'metrics.json')
-  assert second['metrics'] == first['metrics']
-  assert second['per_class'] == first['per_class']
-  assert second['checkpoint_step'] is None
-  assert _read(again / 'detections.json') == _read(os.path.join(out, 'detections.json'))
-
-
-# ---------------------------------------------------------------- COCO json dataset
+# ---------------------------------------------------------------- test data
 
 SIZES = {3: (40, 60), 8: (50, 50), 21: (30, 20)}
 
 
 def _coco_dataset(folder):
   """A tiny COCO dataset: non-contiguous ids, a crowd region, annotated areas that are not
-  box areas (COCO's are mask areas), an image without objects."""
+  box areas (COCO's are mask areas), an image without objects; and detections."""
   os.makedirs(folder / 'images')
   images = []
   for image_id, (h, w) in SIZES.items():
@@ -117,13 +101,113 @@ def _coco_dataset(folder):
   return folder / 'ann.json', folder / 'dets.json'
 
 
-def test_coco_json_dataset_metrics_equal_pycocotools_own(tmp_path):
+# ---------------------------------------------------------------- the runs
+
+
+@pytest.fixture(scope='module')
+def runs(tiny_model_dir, tmp_path_factory):
+  """Every evaluate.py run of this module, done once.
+
+  Returns {'dir': tmp folder, 'model_run': (out_dir, CompletedProcess), 'driver': {case:
+  {'code', 'stdout', 'stderr'}}, 'kept', 'bad_dets', 'coco_files'}.
+  """
+  tmp = tmp_path_factory.mktemp('evaluate_cli')
+  export = None
+  if os.path.isfile(EXPORT_PY):  # export.py runs while the checkpoint is evaluated
+    export = _popen('export.py', f'--model_dir={tiny_model_dir}', f'--export_dir={tmp}/export')
+  model_out = tmp / 'model_run'
+  model_run = run_helpers.run_script('evaluate.py', f'--model_dir={tiny_model_dir}',
+                                     f'--metric={METRICS}', f'--output_dir={model_out}',
+                                     '--num_sample_images=3', timeout=300)
+  assert model_run.returncode == 0, model_run.stdout + model_run.stderr
+
+  ann, dets = _coco_dataset(tmp / 'coco')
+  bad_dets = tmp / 'bad_dets.json'
+  bad_dets.write_text(json.dumps(
+      [{'image_id': 0, 'category_id': 1, 'bbox': [1, 2, 3, 4], 'score': 0.5},
+       {'image_id': 1234, 'category_id': 1, 'bbox': [1, 2, 3, 4], 'score': 0.5}]))
+  kept = tmp / 'kept'
+  kept.mkdir()
+  (kept / 'notes.txt').write_text('mine')
+
+  run = f'--model_dir={tiny_model_dir}'
+  cases = {
+      'rescore': [run, f'--detections={model_out}/detections.json', f'--metric={METRICS}'],
+      'coco': [f'--dataset=coco:{ann}', f'--detections={dets}', '--metric=coco,voc07'],
+      'bad_backbone': [run, '--backbone=mobilenet_v2'],
+      'bad_classes': [run, '--classes=circle,square'],
+      'bad_empty': [run, '--shapes_test_images=0'],
+      'bad_metric': [run, '--metric=voc07,map'],
+      'bad_flag': [run, '--num_step=3'],
+      'bad_nothing': [],
+      'bad_detections': [run, f'--detections={bad_dets}'],   # into an existing folder
+  }
+  if export is not None:
+    e_out, e_err = export.communicate(timeout=300)
+    assert export.returncode == 0, e_out + e_err
+    cases['saved_model'] = [run, f'--saved_model={tmp}/export', f'--metric={METRICS}']
+  outputs = {name: tmp / f'out_{name}' for name in cases}
+  outputs['bad_detections'] = kept
+  argvs = {name: args + [f'--output_dir={outputs[name]}'] for name, args in cases.items()}
+  driver = subprocess.run([sys.executable, '-c', _DRIVER, json.dumps(argvs)],
+                          cwd=run_helpers.ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+  marker = [line for line in driver.stdout.splitlines() if line.startswith('RESULTS')]
+  assert marker, driver.stdout + driver.stderr
+  return {'dir': tmp, 'model_run': (model_out, model_run), 'kept': kept, 'bad_dets': bad_dets,
+          'coco_files': (ann, dets), 'driver': json.loads(marker[0][len('RESULTS'):])}
+
+
+def _case(runs, name):
+  result = runs['driver'][name]
+  assert result['code'] == 0, result['stdout'] + result['stderr']
+  return runs['dir'] / f'out_{name}'
+
+
+# ---------------------------------------------------------------- acceptance
+
+
+def test_checkpoint_evaluation_gives_the_map_train_py_printed(tiny_model_dir, runs):
+  out, result = runs['model_run']
+  final = _read(os.path.join(tiny_model_dir, 'final_eval.json'))
+  metrics = _read(out / 'metrics.json')
+  assert metrics['metrics']['voc07/mAP'] == final['voc07_map@0.5']  # exactly
+  assert f"VOC07 11-point mAP@0.5 on shapes test: {final['voc07_map@0.5']:.4f}" in result.stdout
+  assert metrics['checkpoint_step'] == final['step'] and metrics['split'] == 'test'
+  assert metrics['metric_names'] == METRICS.split(',')
+  assert set(metrics['metrics']) >= {'voc07/mAP', 'voc/mAP', 'coco/AP', 'coco/AP50', 'coco/ARl'}
+  assert [c['name'] for c in metrics['per_class']] == ['circle', 'square', 'triangle']
+  assert all('voc07/AP' in c and 'coco/AP' in c for c in metrics['per_class'])
+  assert metrics['num_images'] == 8
+  detections = _read(out / 'detections.json')
+  assert detections and {d['image_id'] for d in detections} <= set(range(8))
+  assert {d['category_id'] for d in detections} <= {1, 2, 3}
+  assert sorted(os.listdir(out / 'pr_curves')) == [
+      'pr_001_circle.png', 'pr_002_square.png', 'pr_003_triangle.png']
+  samples = sorted(os.listdir(out / 'samples'))
+  assert samples == ['sample_00_image_0.png', 'sample_01_image_1.png', 'sample_02_image_2.png']
+  with Image.open(out / 'samples' / samples[0]) as im:
+    assert im.size[1] >= 64 * 4  # small images are enlarged for readable labels
+  for row in ('circle', 'square', 'triangle', 'mean'):
+    assert row in result.stdout  # the per-class table
+
+
+def test_rescoring_the_written_detections_gives_exactly_the_same_numbers(runs):
+  out, _ = runs['model_run']
+  again = _case(runs, 'rescore')
+  first = _read(out / 'metrics.json')
+  second = _read(again / 'metrics.json')
+  assert second['metrics'] == first['metrics']
+  assert second['per_class'] == first['per_class']
+  assert second['checkpoint_step'] is None
+  assert _read(again / 'detections.json') == _read(out / 'detections.json')
+
+
+def test_coco_json_dataset_metrics_equal_pycocotools_own(runs):
   from pycocotools.coco import COCO
   from pycocotools.cocoeval import COCOeval
-  ann, dets = _coco_dataset(tmp_path)
-  out = tmp_path / 'out'
-  _evaluate(f'--dataset=coco:{ann}', f'--detections={dets}', '--metric=coco,voc07',
-            f'--output_dir={out}')
+  ann, dets = runs['coco_files']
+  out = _case(runs, 'coco')
   with contextlib.redirect_stdout(io.StringIO()):
     gt = COCO(str(ann))
     coco_eval = COCOeval(gt, gt.loadRes(str(dets)), iouType='bbox')
@@ -141,43 +225,58 @@ def test_coco_json_dataset_metrics_equal_pycocotools_own(tmp_path):
   assert _read(out / 'detections.json') == _read(dets)
 
 
+@pytest.mark.skipif(not os.path.isfile(EXPORT_PY), reason='export.py not written yet')
+def test_exported_saved_model_gives_the_checkpoint_numbers(runs):
+  out = _case(runs, 'saved_model')
+  checkpoint_out, _ = runs['model_run']
+  metrics = _read(out / 'metrics.json')
+  assert metrics['metrics'] == _read(checkpoint_out / 'metrics.json')['metrics']
+  assert metrics['saved_model'].endswith('export') and metrics['checkpoint_step'] is None
+  assert len(_read(out / 'detections.json')) == len(_read(checkpoint_out / 'detections.json'))
+
+
 # ---------------------------------------------------------------- bad input
 
+BAD = {
+    'bad_backbone': ['ckpt-6', 'does not fit', '--backbone=mobilenet_v2',
+                     'trained with --backbone=tiny'],
+    'bad_classes': ['ckpt-6', 'trained for 3 classes', 'has 2 (circle, square)'],
+    'bad_empty': ['--dataset=shapes --eval_split=test', 'no images'],
+    'bad_metric': ["--metric: unknown metric 'map'"],
+    'bad_flag': ['num_step'],
+    'bad_nothing': ['nothing to evaluate'],
+}
 
-def test_bad_input_is_one_clear_line_and_writes_nothing(tiny_model_dir, tmp_path):
-  bad_dets = tmp_path / 'bad_dets.json'
-  bad_dets.write_text(json.dumps([{'image_id': 0, 'category_id': 1, 'bbox': [1, 2, 3, 4],
-                                   'score': 0.5},
-                                  {'image_id': 1234, 'category_id': 1, 'bbox': [1, 2, 3, 4],
-                                   'score': 0.5}]))
-  kept = tmp_path / 'kept'
-  kept.mkdir()
-  (kept / 'notes.txt').write_text('mine')
-  run = f'--model_dir={tiny_model_dir}'
-  cases = {
-      'backbone': ([run, '--backbone=mobilenet_v2'],
-                   ['ckpt-6', 'does not fit', '--backbone=mobilenet_v2',
-                    'trained with --backbone=tiny']),
-      'classes': ([run, '--classes=circle,square'],
-                  ['ckpt-6', 'trained for 3 classes', 'has 2 (circle, square)']),
-      'empty': ([run, '--shapes_test_images=0'],
-                ['--dataset=shapes --eval_split=test', 'no images']),
-      'detections': ([run, f'--detections={bad_dets}'],
-                     ['--detections', str(bad_dets), 'entry 1: unknown image_id 1234']),
-  }
-  procs = {}
-  for name, (args, _) in cases.items():  # concurrently: each is mostly TensorFlow's import
-    out = kept if name == 'detections' else tmp_path / f'out_{name}'
-    procs[name] = subprocess.Popen(
-        [sys.executable, os.path.join(run_helpers.ROOT, 'evaluate.py'), *args,
-         f'--output_dir={out}'], cwd=run_helpers.ROOT, env=_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-  for name, proc in procs.items():
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 2, (name, stdout, stderr)
-    error = [line for line in stderr.splitlines() if line.startswith('evaluate.py: error:')]
-    assert len(error) == 1, (name, stderr)
-    for expected in cases[name][1]:
-      assert expected in error[0], (name, error[0])
-  assert sorted(os.listdir(tmp_path)) == ['bad_dets.json', 'kept']  # no output, no staging
-  assert os.listdir(kept) == ['notes.txt']
+
+@pytest.mark.parametrize('name', sorted(BAD))
+def test_bad_input_is_one_clear_line_with_status_2_and_no_output(runs, name):
+  result = runs['driver'][name]
+  assert result['code'] == 2, result['stderr']
+  error = _error_line(result['stderr'])
+  for text in BAD[name]:
+    assert text in error, error
+  assert not (runs['dir'] / f'out_{name}').exists()
+
+
+def test_bad_detections_file_leaves_an_existing_output_folder_alone(runs):
+  result = runs['driver']['bad_detections']
+  assert result['code'] == 2, result['stderr']
+  error = _error_line(result['stderr'])
+  assert f"--detections: {runs['bad_dets']}: entry 1: unknown image_id 1234" in error
+  assert os.listdir(runs['kept']) == ['notes.txt']
+  assert not [n for n in os.listdir(runs['dir']) if 'staging' in n]
+
+
+def test_checkpoint_flag_forms(tiny_model_dir):
+  from faster_rcnn_tf.evaluation import checkpoint_loading
+  from faster_rcnn_tf.evaluation.errors import EvaluationError
+  latest = os.path.join(tiny_model_dir, 'ckpt-6')
+  assert checkpoint_loading.find_checkpoint(tiny_model_dir) == latest
+  assert checkpoint_loading.find_checkpoint(None, tiny_model_dir) == latest
+  assert checkpoint_loading.find_checkpoint(tiny_model_dir, 'ckpt-3') == os.path.join(
+      tiny_model_dir, 'ckpt-3')
+  assert checkpoint_loading.checkpoint_step(os.path.join(tiny_model_dir, 'ckpt-3')) == 3
+  with pytest.raises(EvaluationError, match='--checkpoint=ckpt-9: no such checkpoint'):
+    checkpoint_loading.find_checkpoint(tiny_model_dir, 'ckpt-9')
+  with pytest.raises(EvaluationError, match='--model_dir=/no/such/run: no such folder'):
+    checkpoint_loading.find_checkpoint('/no/such/run')

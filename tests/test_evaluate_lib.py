@@ -299,3 +299,25 @@ def test_saved_model_outputs_are_mapped_to_original_pixels_in_same_size_batches(
   fake.gt_by_size = {0: ([[0, 0, 5, 5]], [2])}
   with pytest.raises(EvaluationError, match='returns class id 2, but the dataset has 1'):
     saved_model_runner.run_saved_model(fake, bad, batch_size=2, show_progress=False)
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def test_sample_pictures_draw_ground_truth_and_confident_predictions():
+  import io as io_lib
+  from faster_rcnn_tf.evaluation import common
+  from faster_rcnn_tf.evaluation import samples
+  image = np.full((100, 100, 3), 90, np.uint8)
+  truth = run_model.SplitTruth(dict(GT), {0: (100, 100), 1: (100, 100)},
+                               {0: image, 1: image}, 2)
+  dets = common.as_detections([(0, 1, 0.9, [12, 12, 48, 58]), (0, 2, 0.2, [60, 60, 90, 90])])
+  pictures = samples.render_samples(truth, dets, ['a', 'b'], score_threshold=0.5)
+  assert list(pictures) == ['sample_00_image_0.png', 'sample_01_image_1.png']
+  with Image.open(io_lib.BytesIO(pictures['sample_00_image_0.png'])) as im:
+    drawn = np.asarray(im)
+  assert drawn.shape == (400, 808, 3)      # two panels, enlarged 4x
+  assert (drawn[:, :, 0] == 255).any()                    # the white ground truth outline
+  low = samples.render_samples(truth, dets, ['a', 'b'], score_threshold=0.1)
+  assert low['sample_00_image_0.png'] != pictures['sample_00_image_0.png']
+  assert low['sample_01_image_1.png'] == pictures['sample_01_image_1.png']

@@ -7,8 +7,10 @@ reused by both test modules.
 import functools
 import io
 import os
+import struct
 import sys
 import types
+import zlib
 
 import numpy as np
 from absl import flags
@@ -17,6 +19,7 @@ from PIL import Image
 from tests import run_helpers
 
 _EXPORTS = {}
+_CACHE = {}
 
 
 def exported_base(model_dir, tmp_root):
@@ -29,6 +32,28 @@ def exported_base(model_dir, tmp_root):
     assert f'to {base}/1 (version 1;' in result.stdout, result.stdout
     _EXPORTS[model_dir] = base
   return _EXPORTS[model_dir]
+
+
+def loaded_saved_model(path):
+  """tf.saved_model.load(path), loaded once per process."""
+  import tensorflow as tf
+  key = ('loaded', path)
+  if key not in _CACHE:
+    _CACHE[key] = tf.saved_model.load(path)
+  return _CACHE[key]
+
+
+def reference_module(model_dir):
+  """(DetectionModule restored from model_dir in this process, class names); cached."""
+  from faster_rcnn_tf.serving import export_module
+  from faster_rcnn_tf.serving import run_dir
+  key = ('module', model_dir)
+  if key not in _CACHE:
+    fv = run_flag_values(model_dir)
+    model, class_names, _ = run_dir.restore_model(model_dir, fv)
+    _CACHE[key] = (export_module.DetectionModule(model, class_names, fv.min_size,
+                                                 fv.max_size), class_names)
+  return _CACHE[key]
 
 
 def run_flag_values(model_dir, *overrides):
@@ -62,6 +87,19 @@ def encode(array, fmt='PNG', **kwargs):
   buf = io.BytesIO()
   Image.fromarray(np.asarray(array, np.uint8)).save(buf, fmt, **kwargs)
   return buf.getvalue()
+
+
+def flat_png(height, width, rgb):
+  """A PNG of one colour, written directly (much faster than Pillow for huge sizes)."""
+  def chunk(kind, data):
+    return (struct.pack('>I', len(data)) + kind + data +
+            struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+  row = b'\x00' + bytes(rgb) * width
+  packer = zlib.compressobj(1)
+  data = b''.join([packer.compress(row) for _ in range(height)] + [packer.flush()])
+  header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+  return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', data) +
+          chunk(b'IEND', b''))
 
 
 def shapes_image(height, width, seed):

@@ -19,8 +19,14 @@ _ITERATIONS = 'optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE'
 
 
 def find_checkpoint(model_dir=None, checkpoint=None):
-  """The checkpoint prefix to restore: --checkpoint (a prefix or a folder) or the latest
-  in --model_dir. Raises EvaluationError naming the flag when there is none."""
+  """The checkpoint prefix to restore: --checkpoint (a prefix or a folder, also relative to
+  --model_dir: ckpt-3000, best) or the latest in --model_dir. Raises EvaluationError
+  naming the flag when there is none."""
+  if checkpoint and model_dir and not os.path.isabs(checkpoint):
+    inside = os.path.join(model_dir, checkpoint)
+    if not (os.path.isdir(checkpoint) or tf.io.gfile.exists(checkpoint + '.index')) and (
+        os.path.isdir(inside) or tf.io.gfile.exists(inside + '.index')):
+      checkpoint = inside
   if checkpoint:
     if os.path.isdir(checkpoint):
       path = tf.train.latest_checkpoint(checkpoint)
@@ -85,14 +91,23 @@ def restore_model(model, path, class_names=None):
           f'dataset has {model.num_classes}{names}: check --dataset / --classes (and the '
           'run\'s classes.json)')
   trained = _run_backbone(path)
-  hint = (f'; its run was trained with --backbone={trained}' if trained else
-          '; was it trained with another --backbone or model flags?')
+  if trained and trained != model.backbone_name:
+    hint = f'; its run was trained with --backbone={trained}'
+  elif trained:
+    hint = ('; the backbone matches its run\'s, so another model flag differs (e.g. '
+            '--rpn_channels, --anchor_scales, --anchor_ratios)')
+  else:
+    hint = '; was it trained with another --backbone or other model flags?'
+
   checkpoint = tf.train.Checkpoint(model=model)
   try:
     status = checkpoint.restore(path).expect_partial()  # optimizer slots are not needed
     status.assert_existing_objects_matched()
   except (ValueError, AssertionError, tf.errors.OpError) as e:
     detail = str(e).strip().splitlines()[0][:300]
+    # The failed restore stays pending; TensorFlow would list every unrestored value
+    # when it is garbage collected, burying the one-line error below.
+    tf.get_logger().setLevel('ERROR')
     raise EvaluationError(
         f'checkpoint {path} does not fit the model built from the flags '
         f'(--backbone={model.backbone_name}, {model.num_classes} classes){hint}. '

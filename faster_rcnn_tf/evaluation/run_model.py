@@ -76,6 +76,16 @@ def score_voc(gt, detections, num_classes, metrics=('voc07',)):
 # ---- the shared evaluation path ----
 
 
+class EmptySplitError(ValueError):
+  """The evaluated split has no loadable images."""
+
+
+def check_not_empty(truth, source):
+  """Raises EmptySplitError when `truth` has no images."""
+  if not truth.num_images:
+    raise EmptySplitError(f'split {source.split!r} of {source.name} has no loadable images')
+
+
 @dataclasses.dataclass
 class SplitTruth:
   """Ground truth of the evaluated images, in source order.
@@ -95,7 +105,7 @@ class SplitTruth:
     return len(self.gt)
 
 
-class _TruthCollector:
+class TruthCollector:
   """Builds a `SplitTruth` from records as they stream past (`tap`)."""
 
   def __init__(self, keep_images=0):
@@ -128,7 +138,7 @@ def collect_ground_truth(source, max_images=0, keep_images=0):
   The images are those `make_eval_dataset` yields, in the same order (skipped images are
   left out of both).
   """
-  collector = _TruthCollector(keep_images)
+  collector = TruthCollector(keep_images)
   gt = common.ground_truth_from_records(collector.tap(split_records(source, max_images)))
   return collector.truth(gt)
 
@@ -217,7 +227,7 @@ class SplitRun:
 
 
 def run_on_split(detect_fn, source, *, batch_size, min_size=600, max_size=1000,
-                 max_images=0, keep_images=0, show_progress=True):
+                 max_images=0, keep_images=0, show_progress=True, allow_empty=False):
   """Runs a detector over a split and collects everything needed to score it.
 
   Args:
@@ -226,14 +236,16 @@ def run_on_split(detect_fn, source, *, batch_size, min_size=600, max_size=1000,
     batch_size, min_size, max_size: the evaluation pipeline.
     max_images: evaluate the first max_images loadable images (0: all).
     keep_images: original images kept in `truth.images` for pictures.
+    allow_empty: a split without loadable images gives an empty run instead of an error.
   Returns:
     `SplitRun`.
   Raises:
-    ValueError: the split has no loadable images.
+    EmptySplitError: the split has no loadable images (unless allow_empty).
   """
   truth = collect_ground_truth(source, max_images, keep_images)
-  if not truth.num_images:
-    raise ValueError(f'split {source.split!r} of {source.name} has no loadable images')
+  if allow_empty and not truth.num_images:
+    return SplitRun(truth, common.as_detections([]), [], [])
+  check_not_empty(truth, source)
   dataset = make_eval_dataset(source, batch_size, min_size, max_size, truth.max_boxes,
                               max_images)
   detections, image_ids, samples = run_detector(detect_fn, dataset, truth.num_images,
@@ -248,10 +260,11 @@ def voc07_map(model, source, *, batch_size, min_size=600, max_size=1000, max_ima
   """(VOC07 mAP@0.5, its `evaluate_voc` result, the `SplitRun`) of a model on a split.
 
   What train.py reports after training; evaluate.py --metric=voc07 gives the same number.
+  A split without loadable images gives NaN (training does not fail at its very end).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   run = run_on_split(tf.function(model.detect), source, batch_size=batch_size,
                      min_size=min_size, max_size=max_size, max_images=max_images,
-                     show_progress=show_progress)
+                     show_progress=show_progress, allow_empty=True)
   result = score_voc(run.truth.gt, run.detections, source.num_classes, ('voc07',))['voc07']
   return float(result['map']), result, run

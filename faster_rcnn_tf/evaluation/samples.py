@@ -1,9 +1,10 @@
 """Pictures of a few evaluated images: ground truth and predicted boxes, names and scores.
 
-Ground-truth boxes are drawn in white with 'GT: <name>' labels (difficult ones 'GT: <name>
-(difficult)'), predictions in their class colour with '<name> <score>'. Only predictions
-scoring at least `score_threshold` are drawn (at most `max_detections`, best first).
-Small images are enlarged (nearest neighbour, a whole factor) so labels stay readable.
+Each picture has two panels of the same image: on the left the ground truth (white boxes,
+'GT: <name>' labels, difficult objects marked), on the right the predictions scoring at
+least `score_threshold` (at most `max_detections`, best first) in their class colour with
+'<name> <score>' labels. Small images are enlarged (nearest neighbour, a whole factor) so
+the labels stay readable.
 """
 
 import io
@@ -16,6 +17,7 @@ from PIL import Image
 from faster_rcnn_tf import visualize
 
 GT_COLOR = (255, 255, 255)
+GAP = 8
 MIN_SIDE = 320
 
 
@@ -28,7 +30,7 @@ def _enlarge(image, min_side=MIN_SIDE):
 
 def draw_sample(image, gt_entry, detections, image_id, class_names, score_threshold=0.5,
                 max_detections=20):
-  """uint8 [H', W', 3] picture of one image.
+  """uint8 [H', 2 W' + GAP, 3] picture of one image (ground truth | predictions).
 
   Args:
     image: uint8 [H, W, 3] original image.
@@ -38,23 +40,29 @@ def draw_sample(image, gt_entry, detections, image_id, class_names, score_thresh
     class_names: K names.
   """
   image, factor = _enlarge(np.asarray(image, np.uint8))
-  boxes, labels, colors = [], [], []
-  difficult = np.asarray(gt_entry.get('difficult', np.zeros(len(gt_entry['classes']), bool)))
-  for box, cls, diff in zip(np.asarray(gt_entry['boxes']).reshape(-1, 4),
-                            np.asarray(gt_entry['classes']).reshape(-1), difficult):
-    boxes.append(box * factor)
-    labels.append(f'GT: {class_names[int(cls) - 1]}' + (' (difficult)' if diff else ''))
-    colors.append(GT_COLOR)
-  mine = np.nonzero(np.asarray([i == image_id for i in detections.image_ids.tolist()],
-                               bool).reshape(-1))[0]
+  gt_boxes, gt_labels = [], []
+  classes = np.asarray(gt_entry['classes']).reshape(-1)
+  difficult = gt_entry.get('difficult')
+  difficult = np.zeros(len(classes), bool) if difficult is None else np.asarray(difficult)
+  for box, cls, diff in zip(np.asarray(gt_entry['boxes']).reshape(-1, 4), classes,
+                            difficult.reshape(-1)):
+    gt_boxes.append(box * factor)
+    gt_labels.append(f'GT: {class_names[int(cls) - 1]}' + (' (difficult)' if diff else ''))
+  left = visualize.draw_boxes(image, np.asarray(gt_boxes).reshape(-1, 4), gt_labels,
+                              [GT_COLOR] * len(gt_labels))
+  ids = detections.image_ids
+  same = (ids == image_id) if ids.dtype != object else np.array(
+      [i == image_id for i in ids.tolist()], bool)
+  mine = np.nonzero(np.asarray(same, bool).reshape(-1))[0]
   mine = mine[detections.scores[mine] >= score_threshold]
   mine = mine[np.argsort(-detections.scores[mine], kind='stable')][:max_detections]
-  for d in mine:
-    name = class_names[int(detections.classes[d]) - 1]
-    boxes.append(detections.boxes[d] * factor)
-    labels.append(f'{name} {detections.scores[d]:.2f}')
-    colors.append(visualize.color_for(name))
-  return visualize.draw_boxes(image, np.asarray(boxes).reshape(-1, 4), labels, colors)
+  names = [class_names[int(detections.classes[d]) - 1] for d in mine]
+  right = visualize.draw_boxes(
+      image, detections.boxes[mine].reshape(-1, 4) * factor,
+      [f'{n} {detections.scores[d]:.2f}' for n, d in zip(names, mine)],
+      [visualize.color_for(n) for n in names])
+  gap = np.full((image.shape[0], GAP, 3), 255, np.uint8)
+  return np.concatenate([left, gap, right], axis=1)
 
 
 def render_samples(truth, detections, class_names, score_threshold=0.5):

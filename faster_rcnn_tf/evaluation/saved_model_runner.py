@@ -87,7 +87,7 @@ def run_saved_model(detector, source, *, batch_size, max_images=0, keep_images=0
 
   Ground truth is collected from the same records the model sees (one pass).
   """
-  collector = run_model._TruthCollector(keep_images)  # pylint: disable=protected-access
+  collector = run_model.TruthCollector(keep_images)
   records = collector.tap(run_model.split_records(source, max_images))
   gt, parts = {}, []
   bar = progress_lib.Progress('eval', source.num_images if not max_images else
@@ -121,8 +121,7 @@ def run_saved_model(detector, source, *, batch_size, max_images=0, keep_images=0
     if bar:
       bar.update(len(gt))
   truth = collector.truth(gt)
-  if not truth.num_images:
-    raise ValueError(f'split {source.split!r} of {source.name} has no loadable images')
+  run_model.check_not_empty(truth, source)
   detections = common.concat_detections(parts) if parts else common.as_detections([])
   results, detections = run_model.canonical_detections(detections, source.category_ids)
   return run_model.SplitRun(truth, detections, results, [])

@@ -64,6 +64,23 @@ class DetectionModule(tf.Module):
     self._max_image_pixels = int(max_image_pixels)
     self._pad_multiple = int(pad_multiple)
 
+  @property
+  def class_names(self):
+    """The K class names (class id i is class_names[i - 1])."""
+    return list(self._class_names)
+
+  @property
+  def min_size(self):
+    return self._min_size
+
+  @property
+  def max_size(self):
+    return self._max_size
+
+  @property
+  def pad_multiple(self):
+    return self._pad_multiple
+
   # ---- the pieces (usable in-process, eagerly or in a tf.function) ----
 
   def preprocess_bytes(self, image_bytes):

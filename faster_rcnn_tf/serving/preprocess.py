@@ -149,6 +149,13 @@ def images_from_bytes(image_bytes, min_size, max_size, max_pixels=DEFAULT_MAX_IM
 
   ds = tf.data.Dataset.from_tensor_slices((tf.range(n), image_bytes))
   ds = ds.map(prepare).ignore_errors()
+  # One image at a time, whatever tf.data's default rewrites become: memory stays at one
+  # full-size decode plus the resized batch.
+  options = tf.data.Options()
+  options.deterministic = True
+  options.experimental_optimization.map_parallelization = False
+  options.experimental_optimization.inject_prefetch = False
+  ds = ds.with_options(options)
   # A sentinel row keeps the batch non-empty when every image fails (or N = 0); it is
   # always last and removed below.
   sentinel = tf.data.Dataset.from_tensors(

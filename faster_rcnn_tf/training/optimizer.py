@@ -46,12 +46,27 @@ def is_bias(variable):
   return variable.name.split('/')[-1].split(':')[0] == 'bias'
 
 
+OPTIMIZERS = ('sgd', 'adam')
+
+
 def build_optimizer(learning_rate, momentum=0.9, boundaries=(), decay_factor=0.1,
-                    warmup_steps=0, clip_norm=0.0):
-  """keras SGD with momentum on a `StepDecayWithWarmup` schedule (clip_norm 0: no clip)."""
+                    warmup_steps=0, clip_norm=0.0, name='sgd'):
+  """An optimizer on a `StepDecayWithWarmup` schedule (clip_norm 0: no clipping).
+
+  name: 'sgd' (the reference: SGD with `momentum`) or 'adam' (beta_1 = `momentum`;
+  handy for training small models from scratch, as the quickstart does; Adam is
+  invariant to gradient scale, so a bias learning-rate multiplier has no effect on it).
+  """
   schedule = StepDecayWithWarmup(learning_rate, boundaries, decay_factor, warmup_steps)
-  return keras.optimizers.SGD(learning_rate=schedule, momentum=momentum,
-                              global_clipnorm=clip_norm if clip_norm > 0 else None)
+  clip = clip_norm if clip_norm > 0 else None
+  if name == 'sgd':
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=momentum,
+                                global_clipnorm=clip)
+  if name == 'adam':
+    return keras.optimizers.Adam(learning_rate=schedule, beta_1=momentum,
+                                 global_clipnorm=clip)
+  raise ValueError(f'--optimizer: unknown optimizer {name!r}; choose one of '
+                   f'{", ".join(OPTIMIZERS)}')
 
 
 def apply_reference_rules(grads, variables, weight_decay=1e-4, bias_lr_multiplier=1.0):

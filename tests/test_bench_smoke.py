@@ -1,0 +1,38 @@
+"""Smoke test of the speed benchmarks (bench/): one tiny inference measurement and the
+FLOP counter against TensorFlow's profiler. Numbers are not checked, only the fields."""
+
+import json
+
+from bench import bench_inference
+from bench import common
+from bench import flops
+
+INFERENCE_FIELDS = ('bench', 'config', 'backbone', 'mode', 'height', 'width', 'batch',
+                    'threads', 'sec_per_image_median', 'sec_per_image_min',
+                    'sec_per_image_max', 'images_per_s', 'gflop_per_image',
+                    'achieved_gflops', 'matmul_gflops', 'roofline_fraction')
+
+
+def test_inference_bench_tiny_and_flop_counter(capsys):
+  args = bench_inference.build_parser().parse_args([
+      '--backbones=tiny', '--sizes=64x96', '--batches=1', '--modes=tf_function',
+      '--repeats=1', '--warmup=1', '--matmul_size=64', '--matmul_repeats=1',
+      '--num_rois=16'])
+  records = bench_inference.run(args)
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+  assert lines == records
+  assert records[0]['mode'] == 'matmul_roofline' and records[0]['matmul_gflops'] > 0
+  (rec,) = records[1:]
+  for field in INFERENCE_FIELDS:
+    assert rec.get(field) is not None, field
+  assert (rec['backbone'], rec['mode'], rec['height'], rec['width'], rec['batch']) == (
+      'tiny', 'tf_function', 64, 96, 1)
+  assert rec['sec_per_image_min'] <= rec['sec_per_image_median'] <= rec['sec_per_image_max']
+  assert abs(rec['roofline_fraction'] * rec['matmul_gflops'] - rec['achieved_gflops']) < (
+      1e-3 * rec['achieved_gflops'] + 1e-6)
+
+  # The layer-shape FLOP counter equals TF's profiler on the traced detect graph.
+  model = common.build_model('tiny', test_post_nms_topk=16)
+  check = flops.cross_check(model, 64, 96, training=False)
+  assert check['relative_difference'] == 0.0, check
+  assert abs(check['counter_gflop_per_image'] - rec['gflop_per_image']) < 1e-4
