@@ -61,7 +61,7 @@ def export(args):
   module = export_module.DetectionModule(model, VOC_CLASSES, args.min_size, args.max_size)
   tf.saved_model.save(module, path, signatures=module.signatures())
   info = {'model_kwargs': kwargs, 'min_size': args.min_size, 'max_size': args.max_size,
-          'pad_multiple': module._pad_multiple,  # pylint: disable=protected-access
+          'pad_multiple': getattr(module, '_pad_multiple', 32),
           'weights': 'random', 'seed': args.seed}
   with open(os.path.join(path, BENCH_INFO), 'w') as f:
     json.dump(info, f, indent=1)

@@ -83,7 +83,11 @@ class _Counter:
   def call(self, part, layer, *args, **kwargs):
     """Symbolic call of `layer` (a Keras layer or functional model) on KerasTensors."""
     flat_in = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
-    if isinstance(layer, keras.Model) and hasattr(layer, '_run_through_graph'):
+    if isinstance(layer, keras.Model):
+      if not hasattr(layer, '_run_through_graph'):
+        raise NotImplementedError(
+            f'{layer.name}: only functional Keras models are counted (this Keras has no '
+            'Functional._run_through_graph)')
       outputs = layer._run_through_graph(  # pylint: disable=protected-access
           args[0], operation_fn=lambda op: (lambda *a, **k: self.call(part, op, *a, **k)))
       return outputs

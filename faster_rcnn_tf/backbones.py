@@ -135,7 +135,21 @@ def _tiny(weights, num_stages=4):
 
 
 def build_backbone(name, weights=None):
-  """Builds a backbone by name (see the module docstring); raises ValueError naming it."""
+  """Builds a backbone by name (see the module docstring); raises ValueError naming it.
+
+  Batch normalization layers are frozen (fixed statistics and affine parameters, as in
+  the reference and Detectron): batches of one or two images cannot estimate them, and
+  a frozen layer runs in inference mode even when its model is called with training.
+  """
+  net = _build(name, weights)
+  for model in (net.features, net.roi_head):
+    for layer in model.layers:
+      if isinstance(layer, keras.layers.BatchNormalization):
+        layer.trainable = False
+  return net
+
+
+def _build(name, weights):
   if name == 'vgg16':
     return _vgg16(weights)
   if name in ('resnet50', 'resnet101'):

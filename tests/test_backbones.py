@@ -2,6 +2,7 @@
 
 import functools
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,18 +16,19 @@ def _built(name):
   return backbones.build_backbone(name, None)
 
 
-@pytest.mark.parametrize('name,channels,head_dim,max_pool', [
-    ('tiny', 128, 256, False),
-    ('mobilenet_v2', 96, 1024, False),
-    ('resnet50', 1024, 2048, False),
-    ('vgg16', 512, 4096, True),
+@pytest.mark.parametrize('name,stride,channels,head_dim,max_pool', [
+    ('tiny', 16, 128, 256, False),
+    ('tiny_s8', 8, 128, 256, False),
+    ('mobilenet_v2', 16, 96, 1024, False),
+    ('resnet50', 16, 1024, 2048, False),
+    ('vgg16', 16, 512, 4096, True),
 ])
-def test_backbone_builds_with_stride_16(name, channels, head_dim, max_pool):
+def test_backbone_builds_with_its_stride(name, stride, channels, head_dim, max_pool):
   net = _built(name)
-  assert net.stride == 16 and net.crop_size == 7 and net.crop_max_pool == max_pool
+  assert net.stride == stride and net.crop_size == 7 and net.crop_max_pool == max_pool
   images = tf.random.stateless_uniform([1, 64, 80, 3], seed=[1, 2], maxval=255.0)
   features = net.features(net.normalize(images), training=False)
-  assert tuple(features.shape) == (1, 64 // 16, 80 // 16, channels)
+  assert tuple(features.shape) == (1, 64 // stride, 80 // stride, channels)
   crops = tf.random.stateless_normal([2, 7, 7, channels], seed=[3, 4])
   out = net.roi_head(crops, training=False)
   assert tuple(out.shape) == (2, head_dim)
@@ -53,6 +55,18 @@ def test_resnet_head_is_the_conv5_stage():
   assert not any(n.startswith('conv4_') for n in names)
   # 3 blocks of 3 convs, plus the first block's shortcut conv.
   assert sum(n.startswith('conv5_') and n.endswith('_conv') for n in names) == 10
+
+
+@pytest.mark.parametrize('name', ['resnet50', 'mobilenet_v2'])
+def test_batch_normalization_is_frozen(name):
+  net = _built(name)
+  bns = [layer for model in (net.features, net.roi_head) for layer in model.layers
+         if isinstance(layer, keras.layers.BatchNormalization)]
+  assert bns and not any(layer.trainable for layer in bns)
+  # A frozen BN layer uses its moving statistics even when called with training=True.
+  x = tf.random.stateless_normal([2, 64, 64, 3], seed=[5, 5])
+  np.testing.assert_allclose(net.features(x, training=True).numpy(),
+                             net.features(x, training=False).numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_backbone_raises_naming_it():

@@ -70,15 +70,22 @@ def _random_rois(rng, b, r, hi):
   return np.stack([y, x, y + h, x + w], -1).astype(np.float32)
 
 
+@pytest.mark.parametrize('impl', ['gather', 'native'])
 @pytest.mark.parametrize('max_pool', [True, False])
-def test_crop_pool_matches_reference(max_pool):
+def test_crop_pool_matches_reference(max_pool, impl):
   rng = np.random.default_rng(7)
   features = rng.normal(size=(2, 8, 10, 4)).astype(np.float32)
   rois = _random_rois(rng, 2, 6, 150)
-  got = roi_pooling.crop_pool(tf.constant(features), tf.constant(rois), 16, 7, max_pool).numpy()
+  got = roi_pooling.crop_pool(tf.constant(features), tf.constant(rois), 16, 7, max_pool,
+                              impl=impl).numpy()
   assert got.shape == (12, 7, 7, 4)
   want = _np_crop_pool_reference(features, rois, 16, 7, max_pool)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_crop_pool_rejects_unknown_impl():
+  with pytest.raises(ValueError, match='bogus'):
+    roi_pooling.crop_pool(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 1, 4]), 16, impl='bogus')
 
 
 def test_crop_pool_samples_cell_centres():

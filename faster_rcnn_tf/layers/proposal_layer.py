@@ -46,9 +46,14 @@ def generate_proposals(scores, deltas, anchors, image_sizes, pre_nms_topk, post_
   top_scores, top_idx = tf.math.top_k(scores, k=k, sorted=True)
   top_boxes = tf.gather(boxes, top_idx, batch_dims=1)
 
+  # XLA's NMS wants max_output_size <= the number of boxes: ask for at most k and pad.
+  nms_size = post_nms_topk if not isinstance(k, int) else min(post_nms_topk, k)
+
   def per_image(args):
     img_boxes, img_scores = args
-    idx, num_valid = _nms_padded(img_boxes, img_scores, post_nms_topk, nms_iou)
+    idx, num_valid = _nms_padded(img_boxes, img_scores, nms_size, nms_iou)
+    if nms_size < post_nms_topk:
+      idx = tf.pad(idx, [[0, post_nms_topk - nms_size]])
     return idx, num_valid
 
   idx, num_valid = tf.map_fn(per_image, (top_boxes, top_scores),

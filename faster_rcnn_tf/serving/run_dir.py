@@ -120,12 +120,14 @@ def resolve_checkpoint(model_dir, checkpoint=None):
 def build_model(flag_values, num_classes):
   """A FasterRCNN from parsed model flags, with no pretrained weights loaded.
 
-  (--backbone_weights is ignored: every weight comes from the checkpoint.)
+  (--backbone_weights is ignored: every weight comes from the checkpoint; so is
+  --compile_backbone: TF Serving runs XLA on CPUs only when told to.)
   """
   from faster_rcnn_tf import config_flags
   from faster_rcnn_tf.model import FasterRCNN
   kwargs = config_flags.model_kwargs(flag_values, num_classes)
   kwargs['backbone_weights'] = None
+  kwargs['compile_backbone'] = False
   return FasterRCNN(**kwargs)
 
 
