@@ -31,7 +31,22 @@ if _REPO not in sys.path:
 
 from bench import common  # pylint: disable=wrong-import-position
 
-MODES = ('tf_function', 'xla', 'saved_model')
+MODES = ('tf_function', 'xla_backbone', 'xla', 'saved_model')
+
+
+def _detect_with_compiled_backbone(model):
+  """tf.function of model.detect traced with the backbone XLA-compiled (the model's
+  `compile_backbone` option) and the rest not."""
+  import tensorflow as tf
+
+  def detect(images, image_sizes):
+    previous = model.compile_backbone
+    model.compile_backbone = True
+    try:
+      return model.detect(images, image_sizes)
+    finally:
+      model.compile_backbone = previous
+  return tf.function(detect)
 
 
 def build_parser():
@@ -197,6 +212,7 @@ def run(args):
     model = common.build_model(backbone, args.num_classes, args.seed,
                                test_post_nms_topk=args.num_rois)
     fns = {'tf_function': tf.function(model.detect),
+           'xla_backbone': _detect_with_compiled_backbone(model),
            'xla': tf.function(model.detect, jit_compile=True)}
     for height, width in sizes:
       flop = flops_lib.model_flops(model, height, width, training=False)

@@ -38,8 +38,10 @@ def build_parser():
   parser.add_argument('--backbones', default='vgg16,resnet50,mobilenet_v2,tiny')
   parser.add_argument('--sizes', default='600x800', help='HxW list.')
   parser.add_argument('--batches', default='1,4')
-  parser.add_argument('--xla', default='off', choices=('off', 'on', 'both'),
-                      help="Trainer(jit_compile=...): 'both' measures each.")
+  parser.add_argument('--xla', default='off', choices=('off', 'backbone', 'on', 'both', 'all'),
+                      help="off: no XLA; backbone: only the backbone XLA-compiled (the "
+                      "model's compile_backbone); on: Trainer(jit_compile=True); both: off "
+                      "and on; all: the three.")
   parser.add_argument('--learning_rate', type=float, default=0.001)
   parser.add_argument('--num_boxes', type=int, default=5, help='Ground-truth boxes per image.')
   parser.add_argument('--freeze_early_layers', type=int, default=1,
@@ -49,7 +51,8 @@ def build_parser():
 
 
 def xla_settings(value):
-  return {'off': [False], 'on': [True], 'both': [False, True]}[value]
+  return {'off': [False], 'backbone': ['backbone'], 'on': [True], 'both': [False, True],
+          'all': [False, 'backbone', True]}[value]
 
 
 def make_trainer(backbone, args, jit_compile):
@@ -60,10 +63,11 @@ def make_trainer(backbone, args, jit_compile):
   strategy = tf.distribute.get_strategy()
   with strategy.scope():
     model = common.build_model(backbone, args.num_classes, args.seed,
-                               freeze_early_layers=bool(args.freeze_early_layers))
+                               freeze_early_layers=bool(args.freeze_early_layers),
+                               compile_backbone=jit_compile == 'backbone')
     opt = optimizer_lib.build_optimizer(args.learning_rate, momentum=0.9)
   trainer = Trainer(model, opt, strategy, seed=args.seed, weight_decay=1e-4,
-                    bias_lr_multiplier=2.0, jit_compile=jit_compile)
+                    bias_lr_multiplier=2.0, jit_compile=jit_compile is True)
   return model, trainer
 
 
@@ -78,7 +82,8 @@ def run(args):
   records = [common.matmul_record('train_step', args, matmul)]
   for backbone in common.parse_list(args.backbones):
     for jit in xla_settings(args.xla):
-      mode = 'train_step_xla' if jit else 'train_step'
+      mode = {False: 'train_step', True: 'train_step_xla',
+              'backbone': 'train_step_xla_backbone'}[jit]
       model, trainer = make_trainer(backbone, args, jit)
       for height, width in sizes:
         flop = flops_lib.model_flops(model, height, width, training=True)

@@ -70,7 +70,7 @@ def _random_rois(rng, b, r, hi):
   return np.stack([y, x, y + h, x + w], -1).astype(np.float32)
 
 
-@pytest.mark.parametrize('impl', ['gather', 'native'])
+@pytest.mark.parametrize('impl', ['gather', 'native', 'auto'])
 @pytest.mark.parametrize('max_pool', [True, False])
 def test_crop_pool_matches_reference(max_pool, impl):
   rng = np.random.default_rng(7)
@@ -122,6 +122,7 @@ def test_crop_pool_gradient_flows_to_features():
 
 
 def test_crop_pool_compiles_with_xla():
+  # impl='auto' (the default) must pick the gather implementation under XLA.
   rng = np.random.default_rng(10)
   features = tf.constant(rng.normal(size=(2, 6, 7, 5)).astype(np.float32))
   rois = tf.constant(_random_rois(rng, 2, 4, 90))
