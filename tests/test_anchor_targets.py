@@ -7,17 +7,10 @@ import tensorflow as tf
 from faster_rcnn_tf.layers import anchor_targets
 from faster_rcnn_tf.layers.anchor_targets import AnchorTargets
 from faster_rcnn_tf.ops import anchors as anchor_ops
+from tests import np_reference
 
-
-def _np_iou(a, b):
-  a = a.astype(np.float64)[:, None]
-  b = b.astype(np.float64)[None]
-  ih = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0)
-  iw = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0)
-  inter = ih * iw
-  area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
-  union = area(a) + area(b) - inter
-  return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+_np_iou = np_reference.iou
+_np_encode = np_reference.encode
 
 
 def _np_inside(anchors, size):
@@ -55,14 +48,6 @@ def _np_labels(anchors, size, gt_boxes, gt_classes, pos_iou=0.7, neg_iou=0.3):
   labels[~inside] = -1
   matched[labels != 1] = -1
   return labels, matched, inside
-
-
-def _np_encode(boxes, anchors):
-  h, w = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-  cy, cx = boxes[:, 0] + h / 2, boxes[:, 1] + w / 2
-  ah, aw = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
-  acy, acx = anchors[:, 0] + ah / 2, anchors[:, 1] + aw / 2
-  return np.stack([(cy - acy) / ah, (cx - acx) / aw, np.log(h / ah), np.log(w / aw)], axis=1)
 
 
 def _hand_case():

@@ -14,6 +14,9 @@ import tensorflow as tf
 from faster_rcnn_tf import inputs
 from faster_rcnn_tf import model as model_lib
 from faster_rcnn_tf.model import FasterRCNN
+from tests import np_reference
+
+_np_iou = np_reference.iou
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,16 +28,6 @@ SMALL = dict(backbone='tiny', anchor_scales=(1, 2, 4), rpn_channels=64,
 def _model(seed=0, **overrides):
   keras.utils.set_random_seed(seed)
   return FasterRCNN(3, **dict(SMALL, **overrides))
-
-
-def _np_iou(a, b):
-  a = np.asarray(a, np.float64)[:, None]
-  b = np.asarray(b, np.float64)[None]
-  ih = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0)
-  iw = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0)
-  inter = ih * iw
-  area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
-  return inter / (area(a) + area(b) - inter)
 
 
 def _scene(seed, height, width, boxes, classes):

@@ -122,14 +122,8 @@ class CocoSource(Source):
     if image is None:
       return None
     height, width = image.shape[:2]
-    json_h, json_w = entry['size']
-    if json_h <= 0 or json_w <= 0:
-      self.problems.report('missing_size', name,
-                           f'json size {json_h}x{json_w}; using the image\'s {height}x{width}')
-    elif (json_h, json_w) != (height, width):
-      self.problems.report('size_mismatch', name,
-                           f'json says {json_h}x{json_w}, the image is {height}x{width}; '
-                           'using the image\'s')
+    records_lib.check_declared_size(entry['size'], height, width, self.problems, name,
+                                    'json size')
     boxes, keep = records_lib.clean_boxes(entry['boxes'], height, width, self.problems, name)
     record = records_lib.make_record(image, boxes, entry['classes'][keep], None,
                                      entry['image_id'])

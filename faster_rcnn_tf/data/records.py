@@ -67,6 +67,22 @@ def make_record(image, boxes, classes, difficult=None, image_id=0):
   }
 
 
+def check_declared_size(declared, height, width, problems, filename, where):
+  """Reports an annotation's declared (height, width) that is missing or disagrees with
+  the decoded image's ('missing_size' / 'size_mismatch'); the image's size is what counts.
+
+  where: how the annotation names its size, for the message (e.g. '<size>', 'json size').
+  """
+  declared_h, declared_w = declared
+  if declared_h <= 0 or declared_w <= 0:
+    problems.report('missing_size', filename,
+                    f"{where} is {declared_h}x{declared_w}; using the image's {height}x{width}")
+  elif (declared_h, declared_w) != (height, width):
+    problems.report('size_mismatch', filename,
+                    f'{where} says {declared_h}x{declared_w}, the image is {height}x{width}; '
+                    "using the image's")
+
+
 def clean_boxes(boxes, height, width, problems, filename):
   """Drops or clips boxes that do not fit the image, reporting each case.
 

@@ -226,14 +226,8 @@ class VocSource(Source):
     if image is None:
       return None
     height, width = image.shape[:2]
-    xml_h, xml_w = entry['size']
-    if xml_h <= 0 or xml_w <= 0:
-      self.problems.report('missing_size', entry['xml_file'],
-                           f'<size> is {xml_h}x{xml_w}; using the image\'s {height}x{width}')
-    elif (xml_h, xml_w) != (height, width):
-      self.problems.report('size_mismatch', entry['xml_file'],
-                           f'<size> says {xml_h}x{xml_w}, the image is {height}x{width}; '
-                           'using the image\'s')
+    records_lib.check_declared_size(entry['size'], height, width, self.problems,
+                                    entry['xml_file'], '<size>')
     boxes, keep = records_lib.clean_boxes(entry['boxes'], height, width, self.problems,
                                           entry['xml_file'])
     record = records_lib.make_record(image, boxes, entry['classes'][keep],
