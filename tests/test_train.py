@@ -61,10 +61,16 @@ def test_sigkill_then_resume_reproduces_an_uninterrupted_run(tmp_path):
                            f'--model_dir={killed}', '--log_every=1'],
                           cwd=run_helpers.ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
-  # Kill it right after the first checkpoint (step 8) is complete.
+  # Kill it right after the first checkpoint (step 8) is complete: its files are written
+  # and the `checkpoint` state file (replaced atomically, last) names it.
+  state = killed / 'checkpoint'
+
+  def first_checkpoint_done():
+    return state.exists() and 'ckpt-8' in state.read_text()
+
   deadline = time.time() + 300
-  while time.time() < deadline and not (killed / 'ckpt-8.index').exists():
-    time.sleep(0.05)
+  while time.time() < deadline and not first_checkpoint_done():
+    time.sleep(0.02)
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
   assert (killed / 'ckpt-8.index').exists()
