@@ -98,11 +98,5 @@ def run(args):
   return records
 
 
-def main(argv=None):
-  args = build_parser().parse_args(argv)
-  run(args)
-
-
 if __name__ == '__main__':
-  common.configure_threads_from_argv()
-  main()
+  common.script_main(build_parser, run)

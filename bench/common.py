@@ -68,6 +68,13 @@ def configure_threads_from_argv(argv=None, default=DEFAULT_THREADS):
   return threads
 
 
+def script_main(build_parser, run, argv=None):
+  """A bench script's entry point: threads first (before TensorFlow starts), then
+  `run(build_parser().parse_args(argv))`."""
+  configure_threads_from_argv(argv)
+  return run(build_parser().parse_args(argv))
+
+
 def apply_tf_threads(threads):
   """tf.config.threading intra and inter op threads (a no-op once TF has started)."""
   import tensorflow as tf
