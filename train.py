@@ -106,7 +106,7 @@ def _load_sources():
 
 
 def _write_run_files(class_names):
-  from faster_rcnn_tf.training.checkpoints import atomic_write_text
+  from faster_rcnn_tf.fileio import atomic_write_text
   os.makedirs(FLAGS.model_dir, exist_ok=True)
   atomic_write_text(os.path.join(FLAGS.model_dir, 'flags.cfg'), FLAGS.flags_into_string())
   atomic_write_text(os.path.join(FLAGS.model_dir, 'classes.json'),
@@ -288,7 +288,7 @@ def train(boundaries):
   if FLAGS.final_eval and eval_source is not None and chief:
     value = evaluate_model(model, eval_source, step, writer)
     print(f'VOC07 mAP@0.5 on {FLAGS.dataset} {FLAGS.eval_split}: {value:.4f}', flush=True)
-    from faster_rcnn_tf.training.checkpoints import atomic_write_text
+    from faster_rcnn_tf.fileio import atomic_write_text
     atomic_write_text(os.path.join(FLAGS.model_dir, 'final_eval.json'),
                       json.dumps({'step': step, 'split': FLAGS.eval_split,
                                   'voc07_map@0.5': value}))

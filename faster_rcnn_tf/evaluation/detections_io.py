@@ -14,13 +14,12 @@ the entry index and the problem.
 import json
 import math
 import numbers
-import os
-import tempfile
 from typing import Any, Collection, Mapping, Optional, Sequence
 
 import numpy as np
 
 from faster_rcnn_tf import inputs
+from faster_rcnn_tf.fileio import atomic_write_text
 from faster_rcnn_tf.evaluation import common
 
 
@@ -209,23 +208,3 @@ def read_coco_results(path: str, image_ids: Optional[Collection[int]] = None,
     except json.JSONDecodeError as e:
       raise ValueError(f'{path}: not valid JSON ({e})') from None
   return validate_coco_results(data, str(path), image_ids, category_ids)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes text to path via a temporary file in the same directory and os.replace."""
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
-                             dir=directory)
-  try:
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise

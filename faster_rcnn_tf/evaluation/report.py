@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from faster_rcnn_tf.evaluation import detections_io
+from faster_rcnn_tf import fileio
 
 METRICS_FILENAME = 'metrics.json'
 PR_CURVES_DIRNAME = 'pr_curves'
@@ -165,7 +165,7 @@ def write_metrics_json(path: str, metrics: Mapping[str, float],
     if key in content:
       raise ValueError(f'extra key {key!r} would overwrite a metrics.json field')
     content[key] = _jsonable(value)
-  detections_io.atomic_write_text(path, json.dumps(content, indent=2, allow_nan=False) + '\n')
+  fileio.atomic_write_text(path, json.dumps(content, indent=2, allow_nan=False) + '\n')
   return content
 
 

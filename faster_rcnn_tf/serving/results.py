@@ -25,6 +25,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from faster_rcnn_tf import fileio
 from faster_rcnn_tf import visualize
 from faster_rcnn_tf.data import decode
 from faster_rcnn_tf.serving import export_module as em
@@ -138,7 +139,4 @@ def predict_files(files, detector, output_dir, batch_size=8, min_score=0.5, draw
 
 def write_json(path, source, records):
   """Writes {"source": source, "images": records} to path (temporary file + rename)."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump({'source': source, 'images': records}, f, indent=1)
-  os.replace(tmp, path)
+  fileio.atomic_write_text(path, json.dumps({'source': source, 'images': records}, indent=1))

@@ -11,15 +11,7 @@ import os
 
 import tensorflow as tf
 
-
-def atomic_write_text(path, text):
-  """Writes `text` to `path` via a temporary file in the same folder and os.replace."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+from faster_rcnn_tf.fileio import atomic_write_text
 
 
 class CheckpointKeeper:
