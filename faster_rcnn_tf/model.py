@@ -25,6 +25,7 @@ from faster_rcnn_tf.layers.proposal_layer import ProposalLayer
 from faster_rcnn_tf.layers.proposal_targets import ProposalTargets
 from faster_rcnn_tf.layers.rpn_head import RPNHead
 from faster_rcnn_tf.ops import anchors as anchor_ops
+from faster_rcnn_tf.ops import hybrid_conv
 from faster_rcnn_tf.ops import losses
 from faster_rcnn_tf.ops import roi_pooling
 
@@ -55,8 +56,10 @@ class FasterRCNN(keras.Model):
     score_threshold, detection_nms_iou, max_detections: inference post-processing.
     compile_backbone: run the backbone as an XLA-compiled function even when the rest
       is not compiled (much faster for VGG16 / ResNet convolutions on CPUs; slower for
-      MobileNet's depthwise convolutions). Exports for TF Serving leave it off, since
-      TF Serving runs XLA on CPUs only when told to.
+      MobileNet's depthwise convolutions). In training, a plain conv/max-pool backbone
+      (VGG16, tiny) runs through `ops.hybrid_conv` instead: XLA forward and input
+      gradients, TensorFlow's faster filter gradients. Exports for TF Serving leave it
+      off, since TF Serving runs XLA on CPUs only when told to.
   """
 
   def __init__(self, num_classes, backbone='vgg16', backbone_weights=None,
@@ -84,6 +87,7 @@ class FasterRCNN(keras.Model):
     self.compile_backbone = compile_backbone
     self._compiled_backbone = tf.function(
         lambda x: self.backbone(x, training=False), jit_compile=True)
+    self._hybrid_training = compile_backbone and hybrid_conv.is_plain_convnet(self.backbone)
     self.roi_head = net.roi_head
     self._normalize = net.normalize
     self.stride = net.stride
@@ -121,8 +125,12 @@ class FasterRCNN(keras.Model):
 
   # ---- shared stages ----
 
-  def extract_features(self, images, image_sizes):
-    """images float32 [B, Hp, Wp, 3] in [0, 255] -> features [B, Hf, Wf, C]."""
+  def extract_features(self, images, image_sizes, training=False):
+    """images float32 [B, Hp, Wp, 3] in [0, 255] -> features [B, Hf, Wf, C].
+
+    training: a gradient will be taken (selects the hybrid kernels under
+    compile_backbone); batch normalization uses fixed statistics either way.
+    """
     images = tf.cast(images, tf.float32)
     shape = tf.shape(images)
     mask = valid_pixel_mask(tf.cast(image_sizes, tf.int32), shape[1], shape[2])
@@ -130,6 +138,8 @@ class FasterRCNN(keras.Model):
     # Batch normalization (ResNet, MobileNet) always uses its fixed statistics, as in
     # the reference: batches of 1-2 images are too small to estimate them.
     if self.compile_backbone:
+      if training and self._hybrid_training:
+        return hybrid_conv.apply_plain_convnet(self.backbone, normalized)
       return self._compiled_backbone(normalized)
     return self.backbone(normalized, training=False)
 
@@ -171,7 +181,7 @@ class FasterRCNN(keras.Model):
     image_sizes = tf.cast(batch[inputs.IMAGE_SIZES], tf.int32)
     gt_boxes = tf.cast(batch[inputs.GT_BOXES], tf.float32)
     gt_classes = tf.cast(batch[inputs.GT_CLASSES], tf.int32)
-    features = self.extract_features(batch[inputs.IMAGES], image_sizes)
+    features = self.extract_features(batch[inputs.IMAGES], image_sizes, training=True)
     logits, deltas, anchors, rois, roi_valid = self.rpn(features, image_sizes, training=True)
     seed_rpn = seed_roi = None
     if seed is not None:

@@ -228,6 +228,30 @@ def test_training_step_same_with_and_without_xla():
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
+def test_compile_backbone_trains_with_the_same_losses_and_gradients():
+  """compile_backbone's hybrid training kernels (ops.hybrid_conv) change speed only."""
+  batch, _, _ = _scene_batch()
+  seed = tf.constant([3, 4])
+  results = []
+  for compile_backbone in (False, True):
+    model = _model(seed=0, compile_backbone=compile_backbone)
+    assert model._hybrid_training == compile_backbone  # pylint: disable=protected-access
+
+    @tf.function
+    def losses_and_grads(batch, model=model):
+      with tf.GradientTape() as tape:
+        losses = model.compute_losses(batch, seed=seed)
+      return losses, tape.gradient(losses['total_loss'], model.trainable_variables)
+
+    results.append(losses_and_grads(batch))
+  (plain_losses, plain_grads), (hybrid_losses, hybrid_grads) = results
+  for k in model_lib.LOSS_NAMES:
+    assert float(hybrid_losses[k]) == pytest.approx(float(plain_losses[k]), abs=1e-5), k
+  assert len(plain_grads) == len(hybrid_grads)
+  for a, b in zip(plain_grads, hybrid_grads):
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-3, atol=1e-5)
+
+
 def test_learns_a_synthetic_scene():
   # Adam: with SGD the RPN's few positive anchors (1-2 per object, 1/256 of the
   # normalized loss each) take far more than a few hundred steps to learn.

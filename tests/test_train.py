@@ -98,8 +98,10 @@ def _free_port():
 
 
 def test_mirrored_and_multi_worker_losses_match_one_device(tmp_path):
+  # A large weight decay: it is added per replica, and must not count twice on two.
   common = [f'--flagfile={run_helpers.TINY_CFG}', '--num_steps=2', '--final_eval=false',
-            '--deterministic', '--seed=5', '--batch_size=2', '--log_every=1']
+            '--deterministic', '--seed=5', '--batch_size=2', '--log_every=1',
+            '--weight_decay=2', '--checkpoint_every=2']
   single = run_helpers.run_script('train.py', *common, f'--model_dir={tmp_path / "one"}')
   assert single.returncode == 0, single.stderr
   mirrored = run_helpers.run_script('train.py', *common, f'--model_dir={tmp_path / "mir"}',
@@ -130,3 +132,10 @@ def test_mirrored_and_multi_worker_losses_match_one_device(tmp_path):
     for step in (1, 2):
       np.testing.assert_allclose(got[step], reference[step], atol=2e-3,
                                  err_msg=f'{name} step {step}')
+  # The weights after the two updates: weight decay moves them by about 1e-2 of their size here.
+  one = _checkpoint_weights(tmp_path / 'one')
+  for name, model_dir in (('mirrored', tmp_path / 'mir'), ('multi_worker', tmp_path / 'mw')):
+    got = _checkpoint_weights(model_dir)
+    assert sorted(got) == sorted(one)
+    for key, value in one.items():
+      np.testing.assert_allclose(got[key], value, atol=2e-5, err_msg=f'{name} {key}')

