@@ -31,6 +31,9 @@ NAMES = ('vgg16', 'resnet50', 'resnet101', 'mobilenet_v2', 'tiny', 'tiny_s8')
 
 _CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 
+# Moving-average momentum of trained batch normalization (PyTorch's default, 0.1 there).
+TRAINED_BN_MOMENTUM = 0.9
+
 
 def _caffe_normalize(images):
   """RGB [0, 255] -> BGR minus the ImageNet pixel means (the VGG / ResNet convention)."""
@@ -134,14 +137,26 @@ def _tiny(weights, num_stages=4):
   return Backbone(features, head, _tanh_normalize, 2 ** num_stages, 7, False, ())
 
 
-def build_backbone(name, weights=None):
+def build_backbone(name, weights=None, train_batch_norm=False):
   """Builds a backbone by name (see the module docstring); raises ValueError naming it.
 
   Batch normalization layers are frozen (fixed statistics and affine parameters, as in
   the reference and Detectron): batches of one or two images cannot estimate them, and
   a frozen layer runs in inference mode even when its model is called with training.
+  train_batch_norm=True leaves them trainable: a backbone trained from scratch needs
+  them (frozen at their initial values they are identities, and MobileNetV2 does not
+  learn without them). Their moving-average momentum is then set to
+  TRAINED_BN_MOMENTUM: keras.applications' 0.999 remembers the statistics of the
+  first thousands of steps' weights, and a model trained for 1500 steps detected
+  nothing with them.
   """
   net = _build(name, weights)
+  if train_batch_norm:
+    for model in (net.features, net.roi_head):
+      for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+          layer.momentum = TRAINED_BN_MOMENTUM
+    return net
   for model in (net.features, net.roi_head):
     for layer in model.layers:
       if isinstance(layer, keras.layers.BatchNormalization):

@@ -39,6 +39,10 @@ def define_model_flags():
   flags.DEFINE_string('backbone_weights', 'none',
                       "'none', 'imagenet' (Keras download) or a local weights file.")
   flags.DEFINE_bool('freeze_early_layers', True, "Freeze the backbone's first blocks.")
+  flags.DEFINE_bool('train_batch_norm', False,
+                    'Train batch normalization (batch statistics, learned scale and shift) '
+                    'instead of freezing it; for backbones with batch norm trained from '
+                    'scratch (backbone_weights=none) on batches of several images.')
   _floats('anchor_scales', (8, 16, 32), 'Anchor scales (times anchor_base_size).')
   _floats('anchor_ratios', (0.5, 1.0, 2.0), 'Anchor aspect ratios (height / width).')
   flags.DEFINE_integer('anchor_base_size', 16, 'Anchor base size in pixels.')
@@ -64,7 +68,7 @@ def model_kwargs(f, num_classes):
   return dict(
       num_classes=num_classes, backbone=f.backbone,
       backbone_weights=None if weights in ('', 'none') else weights,
-      freeze_early_layers=f.freeze_early_layers,
+      freeze_early_layers=f.freeze_early_layers, train_batch_norm=f.train_batch_norm,
       anchor_base_size=f.anchor_base_size,
       anchor_scales=tuple(float(v) for v in f.anchor_scales),
       anchor_ratios=tuple(float(v) for v in f.anchor_ratios),

@@ -47,6 +47,8 @@ class FasterRCNN(keras.Model):
     num_classes: K, foreground classes (ids 1..K).
     backbone: one of `backbones.NAMES`; backbone_weights: None, 'imagenet' or a file.
     freeze_early_layers: freeze the backbone's first blocks (VGG16 conv1-2, ResNet conv1-2).
+    train_batch_norm: train the backbone's batch normalization (batch statistics in
+      training) instead of freezing it; see `backbones.build_backbone`.
     anchor_base_size, anchor_scales, anchor_ratios: the anchor set (A = scales x ratios).
     rpn_channels: width of the RPN's 3x3 conv.
     rpn_*: anchor target settings; train/test pre/post NMS top-k, proposal_nms_iou,
@@ -63,7 +65,7 @@ class FasterRCNN(keras.Model):
   """
 
   def __init__(self, num_classes, backbone='vgg16', backbone_weights=None,
-               freeze_early_layers=True, anchor_base_size=16, anchor_scales=(8, 16, 32),
+               freeze_early_layers=True, train_batch_norm=False, anchor_base_size=16, anchor_scales=(8, 16, 32),
                anchor_ratios=(0.5, 1.0, 2.0), rpn_channels=512, rpn_positive_iou=0.7,
                rpn_negative_iou=0.3, rpn_num_samples=256, rpn_positive_fraction=0.5,
                train_pre_nms_topk=12000, train_post_nms_topk=2000, test_pre_nms_topk=6000,
@@ -80,13 +82,14 @@ class FasterRCNN(keras.Model):
     self.backbone_name = backbone
     self.rpn_sigma = rpn_sigma
     self.head_sigma = head_sigma
-    net = backbones.build_backbone(backbone, backbone_weights)
+    self.train_batch_norm = bool(train_batch_norm)
+    net = backbones.build_backbone(backbone, backbone_weights, self.train_batch_norm)
     if freeze_early_layers:
       backbones.freeze_layers(net.features, net.frozen_prefixes)
     self.backbone = net.features
     self.compile_backbone = compile_backbone
     self._compiled_backbone = tf.function(
-        lambda x: self.backbone(x, training=False), jit_compile=True)
+        lambda x, training: self.backbone(x, training=training), jit_compile=True)
     self._hybrid_training = compile_backbone and hybrid_conv.is_plain_convnet(self.backbone)
     self.roi_head = net.roi_head
     self._normalize = net.normalize
@@ -129,19 +132,19 @@ class FasterRCNN(keras.Model):
     """images float32 [B, Hp, Wp, 3] in [0, 255] -> features [B, Hf, Wf, C].
 
     training: a gradient will be taken (selects the hybrid kernels under
-    compile_backbone); batch normalization uses fixed statistics either way.
+    compile_backbone); batch normalization uses batch statistics only if it is trained
+    (train_batch_norm), fixed ones otherwise.
     """
     images = tf.cast(images, tf.float32)
     shape = tf.shape(images)
     mask = valid_pixel_mask(tf.cast(image_sizes, tf.int32), shape[1], shape[2])
     normalized = self._normalize(images) * mask
-    # Batch normalization (ResNet, MobileNet) always uses its fixed statistics, as in
-    # the reference: batches of 1-2 images are too small to estimate them.
+    bn_training = bool(training and self.train_batch_norm)
     if self.compile_backbone:
       if training and self._hybrid_training:
         return hybrid_conv.apply_plain_convnet(self.backbone, normalized)
-      return self._compiled_backbone(normalized)
-    return self.backbone(normalized, training=False)
+      return self._compiled_backbone(normalized, bn_training)
+    return self.backbone(normalized, training=bn_training)
 
   def anchors_for(self, features):
     """float32 [N, 4] anchors of a feature map."""

@@ -69,6 +69,16 @@ def test_batch_normalization_is_frozen(name):
                              net.features(x, training=False).numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_trained_batch_normalization_is_trainable_with_a_short_memory():
+  net = backbones.build_backbone('mobilenet_v2', None, train_batch_norm=True)
+  bns = [layer for layer in net.features.layers
+         if isinstance(layer, keras.layers.BatchNormalization)]
+  assert bns and all(layer.trainable for layer in bns)
+  assert {layer.momentum for layer in bns} == {backbones.TRAINED_BN_MOMENTUM}
+  # 0.9: after 50 training steps the first batches weigh 0.9 ** 50 < 1%.
+  assert backbones.TRAINED_BN_MOMENTUM ** 50 < 0.01
+
+
 def test_unknown_backbone_raises_naming_it():
   with pytest.raises(ValueError, match='resnet9000'):
     backbones.build_backbone('resnet9000')

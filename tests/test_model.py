@@ -252,6 +252,38 @@ def test_compile_backbone_trains_with_the_same_losses_and_gradients():
     np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-3, atol=1e-5)
 
 
+def _batch_norm_state(model):
+  bns = [l for l in model.backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
+  return bns, [l.moving_variance.numpy().copy() for l in bns]
+
+
+@pytest.mark.parametrize('train_batch_norm', [False, True])
+def test_batch_norm_is_frozen_unless_trained(train_batch_norm):
+  """Frozen (the default): no BN parameter trains and training leaves the moving
+  statistics alone. Trained: gamma / beta get gradients and a training forward pass
+  moves the moving variances toward the batch's (except in the early blocks that
+  freeze_early_layers freezes)."""
+  model = _model(seed=0, backbone='mobilenet_v2', train_batch_norm=train_batch_norm)
+  bns, before = _batch_norm_state(model)
+  assert len(bns) > 10
+  trainable_bn = [v for v in model.trainable_variables
+                  if any(v is w for l in bns for w in l.trainable_variables)]
+  assert bool(trainable_bn) == train_batch_norm
+  batch, _, _ = _scene_batch()
+  with tf.GradientTape() as tape:
+    losses = model.compute_losses(batch, seed=tf.constant([1, 1]))
+  grads = tape.gradient(losses['total_loss'], trainable_bn)
+  assert all(g is not None and np.any(g.numpy() != 0) for g in grads)
+  _, after = _batch_norm_state(model)
+  moved = [not np.allclose(a, b) for a, b in zip(before, after)]
+  assert [b.name for b, m in zip(bns, moved) if m] == [
+      b.name for b in bns if train_batch_norm and b.trainable]
+  # Inference always uses the moving statistics: two calls agree.
+  images, sizes = batch[inputs.IMAGES], batch[inputs.IMAGE_SIZES]
+  first = model.extract_features(images, sizes).numpy()
+  np.testing.assert_allclose(model.extract_features(images, sizes).numpy(), first)
+
+
 def test_learns_a_synthetic_scene():
   # Adam: with SGD the RPN's few positive anchors (1-2 per object, 1/256 of the
   # normalized loss each) take far more than a few hundred steps to learn.
