@@ -3,6 +3,9 @@ FLOP counter against TensorFlow's profiler. Numbers are not checked, only the fi
 
 import json
 
+import pytest
+
+from bench import bench_conv_kernels
 from bench import bench_inference
 from bench import common
 from bench import flops
@@ -36,3 +39,27 @@ def test_inference_bench_tiny_and_flop_counter(capsys):
   check = flops.cross_check(model, 64, 96, training=False)
   assert check['relative_difference'] == 0.0, check
   assert abs(check['counter_gflop_per_image'] - rec['gflop_per_image']) < 1e-4
+
+
+def test_conv_kernel_bench_tiny(capsys):
+  args = bench_conv_kernels.build_parser().parse_args([
+      '--layers=8x10x4', '--backbone=tiny', '--backbone_size=64x48', '--repeats=1',
+      '--warmup=1', '--matmul_size=64', '--matmul_repeats=1'])
+  records = bench_conv_kernels.run(args)
+  assert [json.loads(line) for line in capsys.readouterr().out.splitlines() if line] == records
+  kernels = [(r['part'], r['library']) for r in records if 'layer' in r]
+  assert sorted(kernels) == sorted((p, lib) for p in bench_conv_kernels.PARTS
+                                   for lib in ('tensorflow_onednn', 'xla'))
+  backbone = [r for r in records if r.get('part') == 'backbone_forward_and_gradients']
+  assert [r['library'] for r in backbone] == ['tensorflow_onednn', 'xla', 'hybrid_conv']
+  # tiny at 64x48: four (3x3 conv, 3x3 stride-2 conv) pairs, 3->16->16, 16->32->32, ...;
+  # nothing frozen: forward + filter gradients everywhere, input gradients above the first.
+  flop, h, w, cin, first = 0.0, 64, 48, 3, True
+  for ch in (16, 32, 64, 128):
+    for stride in (1, 2):
+      h, w = -(-h // stride), -(-w // stride)
+      conv = 2.0 * h * w * 9 * cin * ch
+      flop += conv * (2 if first else 3)
+      first, cin = False, ch
+  for rec in backbone:
+    assert rec['gflop_per_image'] == pytest.approx(flop / 1e9, rel=1e-4)
