@@ -78,15 +78,20 @@ def resolve_saved_model(path):
                    'version folder under it')
 
 
-def _read_flagfile(path):
-  values = {}
-  with open(path) as f:
-    for line in f:
-      line = line.split('#', 1)[0].strip()
-      if line.startswith('--') and '=' in line:
-        name, value = line[2:].split('=', 1)
-        values[name] = value
-  return values
+def _run_model_kwargs(flagfile, num_classes):
+  """FasterRCNN kwargs from a training run's flags.cfg, read as export.py reads it."""
+  from absl import flags
+  from faster_rcnn_tf import config_flags
+  from faster_rcnn_tf.serving import run_dir
+  if 'backbone' not in flags.FLAGS:  # this script defines no absl flags of its own
+    config_flags.define_data_flags()
+    config_flags.define_model_flags()
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(['bench_inference', *run_dir.flagfile_args(flagfile)])
+  kwargs = config_flags.model_kwargs(flags.FLAGS, num_classes)
+  for name in ('backbone_weights', 'compile_backbone'):  # random weights; speed only
+    kwargs.pop(name)
+  return kwargs
 
 
 def saved_model_structure(path, backbone_override=''):
@@ -108,14 +113,8 @@ def saved_model_structure(path, backbone_override=''):
     kwargs = {'num_classes': len(info['class_names']), 'backbone': info['backbone']}
     flagfile = os.path.join(info.get('model_dir', ''), 'flags.cfg')
     if os.path.exists(flagfile):
-      run = _read_flagfile(flagfile)
-      ints = ('rpn_channels', 'anchor_base_size', 'test_post_nms_topk', 'test_pre_nms_topk')
-      for name in ints:
-        if name in run:
-          kwargs[name] = int(run[name])
-      for name in ('anchor_scales', 'anchor_ratios'):
-        if name in run:
-          kwargs[name] = tuple(float(v) for v in run[name].split(','))
+      kwargs = _run_model_kwargs(flagfile, kwargs['num_classes'])
+      kwargs['backbone'] = info['backbone']
   else:
     if not backbone_override:
       return None

@@ -63,3 +63,19 @@ def test_conv_kernel_bench_tiny(capsys):
       first, cin = False, ch
   for rec in backbone:
     assert rec['gflop_per_image'] == pytest.approx(flop / 1e9, rel=1e-4)
+
+
+def test_saved_model_structure_reads_the_training_run(tiny_model_dir, tmp_path):
+  """An export.py export names its run folder; the FLOP model takes that run's flags."""
+  export = tmp_path / '1'
+  export.mkdir()
+  (export / 'export_info.json').write_text(json.dumps({
+      'class_names': ['circle', 'square', 'triangle'], 'backbone': 'tiny',
+      'model_dir': tiny_model_dir, 'min_size': 64, 'max_size': 64, 'pad_multiple': 32}))
+  kwargs, min_size, max_size, pad = bench_inference.saved_model_structure(str(export))
+  assert (min_size, max_size, pad) == (64, 64, 32)
+  # tests/tiny_run.cfg's values, not the model defaults.
+  assert kwargs['backbone'] == 'tiny' and kwargs['num_classes'] == 3
+  assert kwargs['rpn_channels'] == 32 and kwargs['test_post_nms_topk'] == 32
+  assert kwargs['anchor_scales'] == (1.0, 2.0, 4.0)
+  assert 'backbone_weights' not in kwargs

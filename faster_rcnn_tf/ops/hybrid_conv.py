@@ -1,8 +1,9 @@
 """Training-time convolutions that take each kernel from the faster of two libraries.
 
-On x86 CPUs (measured on 2 AVX-512 cores, fp32, VGG16 shapes at 600x800; figures in
-`bench/bench_conv_kernels.py`; figures in the README's Performance section) XLA runs a 3x3 convolution's forward pass and its input gradient at
-about 0.9 of the matmul roofline, while oneDNN (TensorFlow's own CPU kernels) runs the
+On x86 CPUs (2 AVX-512 cores, fp32, VGG16's shapes at 600x800, measured by
+bench/bench_conv_kernels.py; figures in the README's Performance section) XLA runs a
+3x3 convolution's forward pass and its input gradient at about 0.9 of the matmul
+roofline, while oneDNN (TensorFlow's own CPU kernels) runs the
 forward pass at about half that; for the filter gradient it is the other way round
 (oneDNN about 0.7, XLA 0.45-0.6). Compiling the whole backbone with XLA therefore makes
 inference fast but training slow. `conv2d` below is one convolution (+ bias + optional
