@@ -19,6 +19,7 @@ local weights file saved from the same keras.applications model (`model.save_wei
 
 import collections
 import os
+import types
 
 import keras
 import tensorflow as tf
@@ -151,17 +152,38 @@ def build_backbone(name, weights=None, train_batch_norm=False):
   nothing with them.
   """
   net = _build(name, weights)
-  if train_batch_norm:
-    for model in (net.features, net.roi_head):
-      for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-          layer.momentum = TRAINED_BN_MOMENTUM
-    return net
   for model in (net.features, net.roi_head):
     for layer in model.layers:
       if isinstance(layer, keras.layers.BatchNormalization):
-        layer.trainable = False
+        if train_batch_norm:
+          layer.momentum = TRAINED_BN_MOMENTUM
+        else:
+          layer.trainable = False
+        layer.call = types.MethodType(_batch_norm_call, layer)
   return net
+
+
+_KERAS_BATCH_NORM_CALL = keras.layers.BatchNormalization.call
+
+
+def _batch_norm_call(layer, inputs, training=None, mask=None):
+  """BatchNormalization.call that uses TF's FusedBatchNormV3 with the moving statistics.
+
+  Keras computes inference-mode batch norm as separate element-wise ops, each a pass over
+  the activations; the fused op is one pass (MobileNetV2 at 600x800: 0.238 -> 0.206 s an
+  image at batch 1, 0.206 -> 0.156 at batch 8). Training-mode statistics, other axes and
+  ranks, and masks go to Keras' own call. Same result to float rounding.
+  """
+  use_batch_statistics = training and layer.trainable
+  if (use_batch_statistics or mask is not None or len(inputs.shape) != 4
+      or layer.axis not in (-1, 3) or not layer.center or not layer.scale):
+    return _KERAS_BATCH_NORM_CALL(layer, inputs, training=training, mask=mask)
+  outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+      inputs, tf.cast(layer.gamma, tf.float32), tf.cast(layer.beta, tf.float32),
+      mean=tf.cast(layer.moving_mean, tf.float32),
+      variance=tf.cast(layer.moving_variance, tf.float32), epsilon=layer.epsilon,
+      is_training=False)
+  return outputs
 
 
 def _build(name, weights):

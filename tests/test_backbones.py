@@ -79,6 +79,36 @@ def test_trained_batch_normalization_is_trainable_with_a_short_memory():
   assert backbones.TRAINED_BN_MOMENTUM ** 50 < 0.01
 
 
+@pytest.mark.parametrize('train_batch_norm', [False, True])
+def test_batch_norm_uses_the_fused_op_with_the_same_result(train_batch_norm):
+  """Inference-mode batch norm runs as FusedBatchNormV3 and equals the numpy formula;
+  a trained layer in training mode still uses its batch statistics (Keras' own call)."""
+  net = backbones.build_backbone('mobilenet_v2', None, train_batch_norm=train_batch_norm)
+  layer = net.features.get_layer('block_3_expand_BN')
+  channels = layer.gamma.shape[0]
+  rng = np.random.default_rng(4)
+  for var, value in ((layer.gamma, rng.uniform(0.5, 2.0, channels)),
+                     (layer.beta, rng.normal(size=channels)),
+                     (layer.moving_mean, rng.normal(size=channels)),
+                     (layer.moving_variance, rng.uniform(0.1, 3.0, channels))):
+    var.assign(value.astype(np.float32))
+  x = rng.normal(1.0, 2.0, size=(2, 5, 6, channels)).astype(np.float32)
+  want = ((x - layer.moving_mean.numpy()) / np.sqrt(layer.moving_variance.numpy() + layer.epsilon)
+          * layer.gamma.numpy() + layer.beta.numpy())
+  graph = tf.function(lambda t: layer(t, training=False)).get_concrete_function(
+      tf.TensorSpec(x.shape, tf.float32)).graph
+  assert 'FusedBatchNormV3' in {op.type for op in graph.get_operations()}
+  np.testing.assert_allclose(layer(x, training=False).numpy(), want, rtol=1e-5, atol=1e-5)
+  batch_mean = x.mean(axis=(0, 1, 2))
+  out = layer(x, training=True).numpy()
+  if train_batch_norm:  # normalized with the batch's own statistics
+    np.testing.assert_allclose(((out - layer.beta.numpy()) / layer.gamma.numpy()).mean(
+        axis=(0, 1, 2)), np.zeros(channels), atol=1e-4)
+    assert not np.allclose(batch_mean, 0.0, atol=0.1)
+  else:  # frozen: the moving statistics even in training mode
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
 def test_unknown_backbone_raises_naming_it():
   with pytest.raises(ValueError, match='resnet9000'):
     backbones.build_backbone('resnet9000')
