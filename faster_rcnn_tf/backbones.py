@@ -170,8 +170,9 @@ def _batch_norm_call(layer, inputs, training=None, mask=None):
   """BatchNormalization.call that uses TF's FusedBatchNormV3 with the moving statistics.
 
   Keras computes inference-mode batch norm as separate element-wise ops, each a pass over
-  the activations; the fused op is one pass (MobileNetV2 at 600x800: 0.238 -> 0.206 s an
-  image at batch 1, 0.206 -> 0.156 at batch 8). Training-mode statistics, other axes and
+  the activations; the fused op is one pass (MobileNetV2 inference at 600x800,
+  bench/bench_inference.py: 0.197 -> 0.180 s an image at batch 1, 0.182 -> 0.153 at
+  batch 8). Training-mode statistics, other axes and
   ranks, and masks go to Keras' own call. Same result to float rounding.
   """
   use_batch_statistics = training and layer.trainable

@@ -65,8 +65,8 @@ class FasterRCNN(keras.Model):
   """
 
   def __init__(self, num_classes, backbone='vgg16', backbone_weights=None,
-               freeze_early_layers=True, train_batch_norm=False, anchor_base_size=16, anchor_scales=(8, 16, 32),
-               anchor_ratios=(0.5, 1.0, 2.0), rpn_channels=512, rpn_positive_iou=0.7,
+               freeze_early_layers=True, train_batch_norm=False, anchor_base_size=16,
+               anchor_scales=(8, 16, 32), anchor_ratios=(0.5, 1.0, 2.0), rpn_channels=512, rpn_positive_iou=0.7,
                rpn_negative_iou=0.3, rpn_num_samples=256, rpn_positive_fraction=0.5,
                train_pre_nms_topk=12000, train_post_nms_topk=2000, test_pre_nms_topk=6000,
                test_post_nms_topk=300, proposal_nms_iou=0.7, proposal_min_size=0.0,
