@@ -3,6 +3,7 @@
     python bench/bench_inference.py [--backbones=vgg16,resnet50,mobilenet_v2,tiny]
         [--sizes=600x800,600x1000] [--batches=1,8] [--modes=tf_function,xla,saved_model]
         [--saved_model=EXPORT_DIR] [--saved_model_backbone=vgg16]
+        [--fold_batch_norm=on|off|both]
         [--repeats=5] [--warmup=1] [--threads=2]
 
 Modes:
@@ -16,13 +17,14 @@ Prints one JSON line per measurement (after a first line with this run's matmul 
   {"bench": "inference", "config", "backbone", "mode", "height", "width", "batch",
    "threads", "sec_per_image_median", "sec_per_image_min", "sec_per_image_max",
    "images_per_s", "gflop_per_image", "achieved_gflops", "matmul_gflops",
-   "roofline_fraction", "first_call_s", ...}
+   "roofline_fraction", "first_call_s", "fold_batch_norm", ...}
 FLOPs: see bench/flops.py (RoI head counted on test_post_nms_topk RoIs per image).
 """
 
 import argparse
 import json
 import os
+import statistics
 import sys
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,6 +59,10 @@ def build_parser():
   parser.add_argument('--modes', default=','.join(MODES), help=f'Any of {MODES}.')
   parser.add_argument('--num_rois', type=int, default=300,
                       help='test_post_nms_topk: RoIs per image through the head.')
+  parser.add_argument('--fold_batch_norm', default='on', choices=('on', 'off', 'both'),
+                      help='Frozen batch norm folded into the convs (the model default), '
+                      'not, or both (timed interleaved; the folded lines carry '
+                      'speedup_over_unfolded).')
   parser.add_argument('--saved_model', default='',
                       help='Exported SavedModel (BASE/N, or BASE for its latest N).')
   parser.add_argument('--saved_model_backbone', default='',
@@ -204,32 +210,40 @@ def run(args):
   matmul = common.start('inference', args)
   records = [common.matmul_record('inference', args, matmul)]
 
+  fold_variants = {'on': (True,), 'off': (False,), 'both': (True, False)}[args.fold_batch_norm]
   for backbone in common.parse_list(args.backbones):
     model_modes = [m for m in modes if m != 'saved_model']
     if not model_modes:
       break
-    model = common.build_model(backbone, args.num_classes, args.seed,
-                               test_post_nms_topk=args.num_rois)
-    fns = {'tf_function': tf.function(model.detect),
-           'xla_backbone': _detect_with_compiled_backbone(model),
-           'xla': tf.function(model.detect, jit_compile=True)}
+    models = {fold: common.build_model(backbone, args.num_classes, args.seed,
+                                       test_post_nms_topk=args.num_rois,
+                                       fold_batch_norm=fold)
+              for fold in fold_variants}
+    fns = {fold: {'tf_function': tf.function(model.detect),
+                  'xla_backbone': _detect_with_compiled_backbone(model),
+                  'xla': tf.function(model.detect, jit_compile=True)}
+           for fold, model in models.items()}
     for height, width in sizes:
-      flop = flops_lib.model_flops(model, height, width, training=False)
+      flop = flops_lib.model_flops(models[fold_variants[0]], height, width, training=False)
       for batch in batches:
         images, image_sizes = common.random_images(batch, height, width, args.seed)
         images, image_sizes = tf.constant(images), tf.constant(image_sizes)
         for mode in model_modes:
-          fn = fns[mode]
-          try:
-            warm, times = common.time_fn(
-                lambda: common.to_host(fn(images, image_sizes)),  # pylint: disable=cell-var-from-loop
-                args.warmup, args.repeats)
+          calls = {fold: (lambda fn=fns[fold][mode]: common.to_host(fn(images, image_sizes)))  # pylint: disable=cell-var-from-loop
+                   for fold in fold_variants}
+          try:  # interleaved: the variants share the machine's noisy stretches alike
+            timings = common.time_interleaved(calls, args.warmup, args.repeats)
           except Exception as e:  # pylint: disable=broad-except
             records.append(_error(args, backbone, mode, height, width, batch, e))
             continue
-          records.append(_record(args, backbone, mode, height, width, batch, warm, times,
-                                 flop, matmul))
-    del model, fns
+          medians = {fold: statistics.median(times) for fold, (_, times) in timings.items()}
+          for fold, (warm, times) in timings.items():
+            extra = {'fold_batch_norm': fold}
+            if fold and False in medians:
+              extra['speedup_over_unfolded'] = round(medians[False] / medians[True], 4)
+            records.append(_record(args, backbone, mode, height, width, batch, warm,
+                                   times, flop, matmul, extra=extra))
+    del models, fns
 
   if 'saved_model' in modes:
     if not args.saved_model:

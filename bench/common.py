@@ -156,6 +156,19 @@ def time_fn(fn, warmup, repeats):
   return warm, times
 
 
+def time_interleaved(fns, warmup, repeats):
+  """time_fn for several callables {name: fn} taking turns call by call, so that a
+  noisy stretch of the machine hits them alike. Returns {name: (warm, times)}."""
+  timings = {name: ([], []) for name in fns}
+  for phase, count in ((0, warmup), (1, repeats)):
+    for _ in range(count):
+      for name, fn in fns.items():
+        start = time.perf_counter()
+        fn()
+        timings[name][phase].append(time.perf_counter() - start)
+  return timings
+
+
 def to_host(outputs):
   """Blocks until `outputs` (a nest of tensors) are computed; returns numpy values."""
   import tensorflow as tf

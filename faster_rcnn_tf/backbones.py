@@ -24,6 +24,8 @@ import types
 import keras
 import tensorflow as tf
 
+from faster_rcnn_tf import batch_norm_folding
+
 Backbone = collections.namedtuple(
     'Backbone', ['features', 'roi_head', 'normalize', 'stride', 'crop_size',
                  'crop_max_pool', 'frozen_prefixes'])
@@ -138,7 +140,7 @@ def _tiny(weights, num_stages=4):
   return Backbone(features, head, _tanh_normalize, 2 ** num_stages, 7, False, ())
 
 
-def build_backbone(name, weights=None, train_batch_norm=False):
+def build_backbone(name, weights=None, train_batch_norm=False, fold_batch_norm=True):
   """Builds a backbone by name (see the module docstring); raises ValueError naming it.
 
   Batch normalization layers are frozen (fixed statistics and affine parameters, as in
@@ -150,6 +152,10 @@ def build_backbone(name, weights=None, train_batch_norm=False):
   TRAINED_BN_MOMENTUM: keras.applications' 0.999 remembers the statistics of the
   first thousands of steps' weights, and a model trained for 1500 steps detected
   nothing with them.
+
+  fold_batch_norm: a frozen batch norm layer right after a convolution is folded into it
+  (`batch_norm_folding`: one fused conv instead of a conv and a pass over its output;
+  the same result to float rounding). False keeps the separate layers (for comparisons).
   """
   net = _build(name, weights)
   for model in (net.features, net.roi_head):
@@ -160,6 +166,8 @@ def build_backbone(name, weights=None, train_batch_norm=False):
         else:
           layer.trainable = False
         layer.call = types.MethodType(_batch_norm_call, layer)
+    if fold_batch_norm:
+      batch_norm_folding.fold_frozen_batch_norm(model)
   return net
 
 

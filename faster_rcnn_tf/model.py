@@ -49,6 +49,8 @@ class FasterRCNN(keras.Model):
     freeze_early_layers: freeze the backbone's first blocks (VGG16 conv1-2, ResNet conv1-2).
     train_batch_norm: train the backbone's batch normalization (batch statistics in
       training) instead of freezing it; see `backbones.build_backbone`.
+    fold_batch_norm: compute each frozen batch norm inside the convolution before it
+      (`batch_norm_folding`; same results, one pass fewer); False for comparisons.
     anchor_base_size, anchor_scales, anchor_ratios: the anchor set (A = scales x ratios).
     rpn_channels: width of the RPN's 3x3 conv.
     rpn_*: anchor target settings; train/test pre/post NMS top-k, proposal_nms_iou,
@@ -65,7 +67,8 @@ class FasterRCNN(keras.Model):
   """
 
   def __init__(self, num_classes, backbone='vgg16', backbone_weights=None,
-               freeze_early_layers=True, train_batch_norm=False, anchor_base_size=16,
+               freeze_early_layers=True, train_batch_norm=False, fold_batch_norm=True,
+               anchor_base_size=16,
                anchor_scales=(8, 16, 32), anchor_ratios=(0.5, 1.0, 2.0), rpn_channels=512, rpn_positive_iou=0.7,
                rpn_negative_iou=0.3, rpn_num_samples=256, rpn_positive_fraction=0.5,
                train_pre_nms_topk=12000, train_post_nms_topk=2000, test_pre_nms_topk=6000,
@@ -83,7 +86,8 @@ class FasterRCNN(keras.Model):
     self.rpn_sigma = rpn_sigma
     self.head_sigma = head_sigma
     self.train_batch_norm = bool(train_batch_norm)
-    net = backbones.build_backbone(backbone, backbone_weights, self.train_batch_norm)
+    net = backbones.build_backbone(backbone, backbone_weights, self.train_batch_norm,
+                                   fold_batch_norm=fold_batch_norm)
     if freeze_early_layers:
       backbones.freeze_layers(net.features, net.frozen_prefixes)
     self.backbone = net.features

@@ -41,6 +41,29 @@ def test_inference_bench_tiny_and_flop_counter(capsys):
   assert abs(check['counter_gflop_per_image'] - rec['gflop_per_image']) < 1e-4
 
 
+def test_inference_bench_times_folded_and_unfolded_interleaved(capsys):
+  args = bench_inference.build_parser().parse_args([
+      '--backbones=tiny', '--sizes=64x96', '--batches=2', '--modes=tf_function',
+      '--repeats=2', '--warmup=1', '--matmul_size=64', '--matmul_repeats=1',
+      '--num_rois=16', '--fold_batch_norm=both'])
+  records = bench_inference.run(args)[1:]
+  capsys.readouterr()
+  assert [r['fold_batch_norm'] for r in records] == [True, False]
+  folded, unfolded = records
+  assert folded['speedup_over_unfolded'] == pytest.approx(
+      unfolded['sec_per_image_median'] / folded['sec_per_image_median'], rel=1e-3)
+  assert 'speedup_over_unfolded' not in unfolded
+
+
+def test_time_interleaved_takes_turns():
+  calls = []
+  timings = common.time_interleaved({'a': lambda: calls.append('a'),
+                                     'b': lambda: calls.append('b')}, warmup=1, repeats=2)
+  assert calls == ['a', 'b'] * 3
+  assert {name: (len(warm), len(times)) for name, (warm, times) in timings.items()} == {
+      'a': (1, 2), 'b': (1, 2)}
+
+
 def test_conv_kernel_bench_tiny(capsys):
   args = bench_conv_kernels.build_parser().parse_args([
       '--layers=8x10x4', '--backbone=tiny', '--backbone_size=64x48', '--repeats=1',

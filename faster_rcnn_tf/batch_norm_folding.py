@@ -1,0 +1,133 @@
+"""Folding frozen batch normalization into the convolution before it.
+
+A convolution followed by batch normalization with fixed statistics is one convolution:
+
+  BN(conv(x, W) + b) = conv(x, W * s) + (b - mean) * s + beta,   s = gamma / sqrt(var + eps)
+
+with s broadcast over the kernel's output-channel axis (Conv2D kernels [kh, kw, in, out]:
+the last axis; DepthwiseConv2D kernels [kh, kw, in, multiplier]: output channel
+c * multiplier + m scales kernel[..., c, m]). `fold_frozen_batch_norm` rewires the layer
+pairs of a Keras model in place so that, whenever the batch norm layer is frozen
+(`trainable=False`: it then always uses its moving statistics), the convolution computes
+the folded form with TF's own conv + BiasAdd ops and the batch norm passes its input
+through. That removes one pass over every activation tensor, and TF's graph optimizer
+(grappler's remapper) can fuse the conv, its BiasAdd and a following Relu / Relu6 into one
+oneDNN kernel. The weights stay the model's variables (the fold is recomputed from them on
+every call: a few small ops on the weights), so checkpoints, training of the convolution
+kernels (gradients flow through W * s) and exported SavedModels are unchanged.
+
+A pair whose batch norm is trainable at call time runs the layers' original calls, so
+`--train_batch_norm` (batch statistics in training) is not affected.
+"""
+
+import functools
+
+import keras
+import tensorflow as tf
+
+_CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+
+def _producer(layer):
+  """The one layer that feeds `layer` in every call of it, or None."""
+  producers = set()
+  for node in layer._inbound_nodes:  # pylint: disable=protected-access
+    tensors = node.input_tensors
+    tensors = tensors if isinstance(tensors, (list, tuple)) else [tensors]
+    if len(tensors) != 1:
+      return None
+    producers.add(tensors[0]._keras_history[0])  # pylint: disable=protected-access
+  return producers.pop() if len(producers) == 1 else None
+
+
+def _consumers(layer):
+  return {node.operation for node in layer._outbound_nodes}  # pylint: disable=protected-access
+
+
+def _foldable(conv, batch_norm):
+  return (isinstance(conv, _CONV_TYPES)
+          and type(conv).call in (keras.layers.Conv2D.call, keras.layers.DepthwiseConv2D.call)
+          and _consumers(conv) == {batch_norm}
+          and conv.data_format == 'channels_last'
+          and getattr(conv, 'groups', 1) == 1
+          and conv.activation in (None, keras.activations.linear)
+          and batch_norm.axis in (-1, 3) and batch_norm.center and batch_norm.scale)
+
+
+def find_conv_batch_norm_pairs(model):
+  """[(conv layer, batch norm layer)] of `model` that can be folded.
+
+  A pair: a Conv2D or DepthwiseConv2D (channels_last, linear activation, no groups) whose
+  output goes only to one BatchNormalization layer over the channel axis, in every call.
+  """
+  pairs = []
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      conv = _producer(layer)
+      if conv is not None and _foldable(conv, layer):
+        pairs.append((conv, layer))
+  return pairs
+
+
+def folded_kernel_and_bias(conv, batch_norm):
+  """The folded conv's (kernel, bias): float32 tensors, kernel shaped like conv.kernel,
+  bias [output channels]."""
+  scale = (tf.cast(batch_norm.gamma, tf.float32)
+           * tf.math.rsqrt(tf.cast(batch_norm.moving_variance, tf.float32)
+                           + batch_norm.epsilon))
+  shift = (tf.cast(batch_norm.beta, tf.float32)
+           - tf.cast(batch_norm.moving_mean, tf.float32) * scale)
+  kernel = tf.cast(conv.kernel, tf.float32)
+  if isinstance(conv, keras.layers.DepthwiseConv2D):
+    kernel = kernel * tf.reshape(scale, tf.shape(kernel)[2:])
+  else:
+    kernel = kernel * scale
+  if conv.use_bias:
+    shift = shift + tf.cast(conv.bias, tf.float32) * scale
+  return kernel, shift
+
+
+def _folded_conv_call(conv, batch_norm, inputs):
+  """Conv2D / DepthwiseConv2D call: the folded form while `batch_norm` is frozen."""
+  if batch_norm.trainable:
+    return type(conv).call(conv, inputs)
+  kernel, bias = folded_kernel_and_bias(conv, batch_norm)
+  kernel = tf.cast(kernel, inputs.dtype)
+  strides = (1,) + tuple(conv.strides) + (1,)
+  padding = conv.padding.upper()
+  if isinstance(conv, keras.layers.DepthwiseConv2D):
+    outputs = tf.nn.depthwise_conv2d(inputs, kernel, strides, padding,
+                                     dilations=tuple(conv.dilation_rate))
+  else:
+    outputs = tf.nn.conv2d(inputs, kernel, strides, padding,
+                           dilations=(1,) + tuple(conv.dilation_rate) + (1,))
+  return tf.nn.bias_add(outputs, tf.cast(bias, inputs.dtype))
+
+
+def _folded_batch_norm_call(batch_norm, call_before_folding, inputs, training=None,
+                            mask=None):
+  """BatchNormalization call: identity while frozen (its conv applied it)."""
+  if batch_norm.trainable or mask is not None:
+    return call_before_folding(inputs, training=training, mask=mask)
+  return inputs
+
+
+def fold_frozen_batch_norm(model):
+  """Rewires `model`'s conv + batch norm pairs in place (see the module docstring).
+
+  Call after the batch norm layers' `call` is final (it is kept and used while a batch
+  norm layer is trainable). Only the layers' `call` methods change (closures: no new
+  tracked state, so checkpoints keep their structure). Returns the number of pairs
+  rewired; a second call rewires nothing more.
+  """
+  count = 0
+  for conv, batch_norm in find_conv_batch_norm_pairs(model):
+    if getattr(conv.call, 'folds_batch_norm', False):
+      continue
+    conv_call = functools.partial(_folded_conv_call, conv, batch_norm)
+    conv_call.folds_batch_norm = True
+    conv.call = conv_call
+    batch_norm.call = functools.partial(_folded_batch_norm_call, batch_norm,
+                                        batch_norm.call)
+    count += 1
+  return count

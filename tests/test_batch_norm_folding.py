@@ -1,0 +1,193 @@
+"""Tests of faster_rcnn_tf.batch_norm_folding: folded conv + frozen batch norm against a
+numpy convolution and the batch norm formula, gradients, trainable batch norm, weights."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from faster_rcnn_tf import backbones, batch_norm_folding
+
+
+def _np_same_pads(size, kernel, stride):
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel - size, 0)
+  return out, total // 2
+
+
+def _np_conv(x, kernel, stride, padding, depthwise=False):
+  """Plain-loop NHWC convolution: x [B, H, W, C]; kernel [kh, kw, C, O] (depthwise:
+  [kh, kw, C, M], output channel c * M + m)."""
+  b, h, w, c = x.shape
+  kh, kw = kernel.shape[:2]
+  if padding == 'same':
+    oh, ph = _np_same_pads(h, kh, stride)
+    ow, pw = _np_same_pads(w, kw, stride)
+  else:
+    oh, ow, ph, pw = (h - kh) // stride + 1, (w - kw) // stride + 1, 0, 0
+  xp = np.zeros((b, h + 2 * kh, w + 2 * kw, c), np.float64)
+  xp[:, ph:ph + h, pw:pw + w] = x
+  outs = []
+  for i in range(oh):
+    row = []
+    for j in range(ow):
+      patch = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw]  # [B, kh, kw, C]
+      if depthwise:
+        row.append(np.einsum('bhwc,hwcm->bcm', patch, kernel).reshape(b, -1))
+      else:
+        row.append(np.einsum('bhwc,hwco->bo', patch, kernel))
+    outs.append(np.stack(row, axis=1))
+  return np.stack(outs, axis=1)
+
+
+def _np_batch_norm(x, layer):
+  return ((x - layer.moving_mean.numpy()) / np.sqrt(layer.moving_variance.numpy()
+                                                   + layer.epsilon)
+          * layer.gamma.numpy() + layer.beta.numpy())
+
+
+def _randomize_batch_norm(model, seed):
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      n = layer.gamma.shape[0]
+      layer.gamma.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
+      layer.beta.assign(rng.normal(size=n).astype(np.float32))
+      layer.moving_mean.assign(rng.normal(size=n).astype(np.float32))
+      layer.moving_variance.assign(rng.uniform(0.2, 3.0, n).astype(np.float32))
+
+
+def _small_model(seed=0):
+  """conv (stride 2, SAME, bias) -> BN -> ReLU6 -> depthwise (x2, VALID) -> BN -> 1x1
+  conv -> BN, with frozen, randomized batch norm."""
+  keras.utils.set_random_seed(seed)
+  images = keras.Input((9, 11, 3))
+  x = keras.layers.Conv2D(4, 3, strides=2, padding='same', name='conv_a')(images)
+  x = keras.layers.BatchNormalization(name='bn_a')(x)
+  x = keras.layers.ReLU(6.0)(x)
+  x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False,
+                                   name='dw_b')(x)
+  x = keras.layers.BatchNormalization(name='bn_b')(x)
+  x = keras.layers.Conv2D(5, 1, use_bias=False, name='conv_c')(x)
+  x = keras.layers.BatchNormalization(name='bn_c')(x)
+  model = keras.Model(images, x)
+  _randomize_batch_norm(model, seed)
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.trainable = False
+  return model
+
+
+def _np_small_model(model, x):
+  get = model.get_layer
+  y = _np_conv(x, get('conv_a').kernel.numpy(), 2, 'same') + get('conv_a').bias.numpy()
+  y = np.clip(_np_batch_norm(y, get('bn_a')), 0.0, 6.0)
+  y = _np_batch_norm(_np_conv(y, get('dw_b').kernel.numpy(), 1, 'valid', depthwise=True),
+                     get('bn_b'))
+  return _np_batch_norm(_np_conv(y, get('conv_c').kernel.numpy(), 1, 'valid'), get('bn_c'))
+
+
+def _images(seed=1):
+  return np.random.default_rng(seed).normal(size=(2, 9, 11, 3)).astype(np.float32)
+
+
+def test_folded_model_equals_numpy_conv_and_batch_norm():
+  model = _small_model()
+  assert batch_norm_folding.fold_frozen_batch_norm(model) == 3
+  x = _images()
+  want = _np_small_model(model, x.astype(np.float64))
+  for training in (False, True):  # frozen batch norm: moving statistics either way
+    np.testing.assert_allclose(model(x, training=training).numpy(), want,
+                               rtol=1e-4, atol=1e-4)
+  assert batch_norm_folding.fold_frozen_batch_norm(model) == 0  # already folded
+
+
+def test_folded_graph_has_no_batch_norm_pass():
+  model = _small_model()
+  batch_norm_folding.fold_frozen_batch_norm(model)
+  graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(
+      tf.TensorSpec([2, 9, 11, 3], tf.float32)).graph
+  types = [op.type for op in graph.get_operations()]
+  assert not any(t.startswith('FusedBatchNorm') for t in types)
+  assert 'Rsqrt' in types  # the fold, computed from the variables
+  assert types.count('BiasAdd') == 3  # one per folded conv; the convs' own biases folded
+
+
+def test_folded_kernel_gradients_equal_unfolded_ones():
+  unfolded, folded = _small_model(), _small_model()
+  folded.set_weights(unfolded.get_weights())
+  batch_norm_folding.fold_frozen_batch_norm(folded)
+  x = _images()
+
+  def grads(model):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(tf.sin(model(x, training=True)))
+    return [g.numpy() for g in tape.gradient(loss, model.trainable_weights)]
+
+  names = [w.path for w in folded.trainable_weights]
+  assert names == [w.path for w in unfolded.trainable_weights]
+  assert len(names) == 4  # conv_a kernel and bias, dw_b and conv_c kernels
+  for name, a, b in zip(names, grads(folded), grads(unfolded)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4, err_msg=name)
+
+
+def test_trainable_batch_norm_is_not_folded_and_uses_batch_statistics():
+  model = _small_model()
+  batch_norm_folding.fold_frozen_batch_norm(model)
+  bn_c = model.get_layer('bn_c')
+  bn_c.trainable = True
+  x = _images()
+  out = model(x, training=True).numpy()
+  # Normalized with the batch's own statistics: per-channel mean is beta.
+  np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), bn_c.beta.numpy(), atol=1e-4)
+  # Inference mode: the moving statistics, through the layers' own (unfolded) calls.
+  np.testing.assert_allclose(model(x, training=False).numpy(),
+                             _np_small_model(model, x.astype(np.float64)),
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_weights_and_saved_files_are_unchanged(tmp_path):
+  plain, folded = _small_model(), _small_model(seed=3)
+  batch_norm_folding.fold_frozen_batch_norm(folded)
+  assert [w.path for w in folded.weights] == [w.path for w in plain.weights]
+  path = str(tmp_path / 'folded.weights.h5')
+  folded.save_weights(path)
+  plain.load_weights(path)
+  x = _images()
+  np.testing.assert_allclose(plain(x).numpy(), folded(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_pairs_need_a_conv_whose_only_consumer_is_the_batch_norm():
+  keras.utils.set_random_seed(0)
+  images = keras.Input((8, 8, 3))
+  conv = keras.layers.Conv2D(4, 3, padding='same', name='shared_conv')(images)
+  normalized = keras.layers.BatchNormalization(name='bn')(conv)
+  both = keras.layers.Add()([conv, normalized])  # the conv's raw output is used too
+  activated = keras.layers.Conv2D(4, 1, activation='relu', name='relu_conv')(both)
+  out = keras.layers.BatchNormalization(name='bn_after_activation')(activated)
+  model = keras.Model(images, out)
+  assert batch_norm_folding.find_conv_batch_norm_pairs(model) == []
+
+
+@pytest.mark.parametrize('name', ['mobilenet_v2', 'resnet50'])
+def test_backbones_fold_every_conv_batch_norm_pair_with_the_same_result(name):
+  plain = backbones.build_backbone(name, None, fold_batch_norm=False)
+  folded = backbones.build_backbone(name, None)
+  for model in (plain.features, plain.roi_head):
+    _randomize_batch_norm(model, 7)
+  folded.features.set_weights(plain.features.get_weights())
+  folded.roi_head.set_weights(plain.roi_head.get_weights())
+  for model in (folded.features, folded.roi_head):
+    batch_norm_count = sum(isinstance(layer, keras.layers.BatchNormalization)
+                           for layer in model.layers)
+    pairs = batch_norm_folding.find_conv_batch_norm_pairs(model)
+    assert len(pairs) == batch_norm_count  # all of them
+  assert batch_norm_folding.find_conv_batch_norm_pairs(folded.features)
+  x = tf.random.stateless_uniform([1, 64, 96, 3], seed=[1, 2], minval=-1.0, maxval=1.0)
+  want = plain.features(x, training=False).numpy()
+  got = folded.features(x, training=False).numpy()
+  np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+  crops = tf.random.stateless_normal([2, 7, 7, want.shape[-1]], seed=[3, 4])
+  want = plain.roi_head(crops, training=False).numpy()
+  np.testing.assert_allclose(folded.roi_head(crops, training=False).numpy(), want,
+                             rtol=1e-3, atol=1e-3 * np.abs(want).max())
