@@ -17,8 +17,13 @@ Prints one JSON line per measurement (after a first line with this run's matmul 
   {"bench": "inference", "config", "backbone", "mode", "height", "width", "batch",
    "threads", "sec_per_image_median", "sec_per_image_min", "sec_per_image_max",
    "images_per_s", "gflop_per_image", "achieved_gflops", "matmul_gflops",
-   "roofline_fraction", "first_call_s", "fold_batch_norm", ...}
+   "roofline_fraction", "bound_sec_per_image", "bound_fraction", "first_call_s",
+   "fold_batch_norm", ...}
 FLOPs: see bench/flops.py (RoI head counted on test_post_nms_topk RoIs per image).
+bound_sec_per_image: the roofline model's time (flops.roofline_bound_seconds: per layer
+the slower of its FLOPs at the matmul rate and its bytes at this run's memory bandwidth,
+measured on the first line); bound_fraction = bound / measured. For memory-bound models
+(MobileNetV2) this is the meaningful limit: the matmul fraction alone understates them.
 """
 
 import argparse
@@ -168,7 +173,7 @@ def saved_model_caller(path, signature='detect_images'):
 
 
 def _record(args, backbone, mode, height, width, batch, warm, times, flop, matmul,
-            extra=None):
+            extra=None, bound=None):
   fields = common.timing_fields(times, batch, warm)
   rec = {'bench': 'inference',
          'config': f'{backbone}/voc{args.num_classes}/rois{args.num_rois}',
@@ -178,6 +183,7 @@ def _record(args, backbone, mode, height, width, batch, warm, times, flop, matmu
   rec.update(fields)
   rec.update(common.roofline_fields(flop['total'] if flop else None,
                                     fields['sec_per_image_median'], matmul))
+  rec.update(common.bound_fields(bound and bound['total'], fields['sec_per_image_median']))
   if flop:
     rec['gflop_parts'] = {k: common._round(v['forward'] / 1e9, 5)  # pylint: disable=protected-access
                           for k, v in flop['parts'].items()}
@@ -228,6 +234,9 @@ def run(args):
       for batch in batches:
         images, image_sizes = common.random_images(batch, height, width, args.seed)
         images, image_sizes = tf.constant(images), tf.constant(image_sizes)
+        bound = flops_lib.roofline_bound_seconds(
+            models[fold_variants[0]], height, width, batch, matmul['matmul_gflops'],
+            matmul.get('bandwidth_gbs'))
         for mode in model_modes:
           calls = {fold: (lambda fn=fns[fold][mode]: common.to_host(fn(images, image_sizes)))  # pylint: disable=cell-var-from-loop
                    for fold in fold_variants}
@@ -242,7 +251,7 @@ def run(args):
             if fold and False in medians:
               extra['speedup_over_unfolded'] = round(medians[False] / medians[True], 4)
             records.append(_record(args, backbone, mode, height, width, batch, warm,
-                                   times, flop, matmul, extra=extra))
+                                   times, flop, matmul, extra=extra, bound=bound))
     del models, fns
 
   if 'saved_model' in modes:
@@ -268,6 +277,10 @@ def run(args):
           seen = processed_size(height, width, min_size, max_size, pad_multiple)
           flop = flops_lib.model_flops(flop_model, seen[0], seen[1])
         for batch in batches:
+          bound = (flops_lib.roofline_bound_seconds(flop_model, seen[0], seen[1], batch,
+                                                    matmul['matmul_gflops'],
+                                                    matmul.get('bandwidth_gbs'))
+                   if flop_model else None)
           images, _ = common.random_images(batch, height, width, args.seed)
           images = tf.constant(images.astype('uint8'))
           try:
@@ -283,7 +296,8 @@ def run(args):
                                         'num_rois': (flop_model.proposal_layer.test_post_nms_topk
                                                      if flop_model else None),
                                         'saved_model': path,
-                                        'network_input_size': list(seen) if seen else None}))
+                                        'network_input_size': list(seen) if seen else None},
+                                 bound=bound))
   return records
 
 

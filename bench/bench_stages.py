@@ -14,7 +14,9 @@ beforehand), in the order of `FasterRCNN.detect`:
 plus "total": the whole tf.function(model.detect), and "stage_sum".
 Prints one JSON line per stage: seconds per image (median / min / max), share of the
 stage sum, GFLOP (convolution / dense stages) and the fraction of this run's matmul
-GFLOP/s. --trace_dir writes a TensorBoard profiler trace of 2 calls of the whole detect
+GFLOP/s, and for those stages the roofline model's bound (bound_sec_per_image: each layer
+at the matmul rate or at the memory bandwidth, whichever is slower; bound_fraction =
+bound / measured; see flops.roofline_bound_seconds). --trace_dir writes a TensorBoard profiler trace of 2 calls of the whole detect
 (open with tensorboard --logdir=DIR, Profile tab: per-op times).
 """
 
@@ -117,6 +119,11 @@ def run(args):
                                                       image_sizes),
               'total': lambda: full(images, image_sizes),
           }
+          bound = flops_lib.roofline_bound_seconds(model, height, width, batch,
+                                                   matmul['matmul_gflops'],
+                                                   matmul.get('bandwidth_gbs')) or {}
+          stage_bounds = {'backbone': bound.get('backbone'), 'rpn_head': bound.get('rpn'),
+                          'roi_head': bound.get('roi_head'), 'total': bound.get('total')}
           stage_flops = {'backbone': flop['parts']['backbone']['forward'],
                          'rpn_head': flop['parts']['rpn']['forward'],
                          'roi_head': flop['parts']['roi_head']['forward'],
@@ -139,6 +146,8 @@ def run(args):
                 fields['sec_per_image_median'] / stage_sum, 4)
             rec.update(common.roofline_fields(stage_flops.get(name),
                                               fields['sec_per_image_median'], matmul))
+            rec.update(common.bound_fields(stage_bounds.get(name),
+                                           fields['sec_per_image_median']))
             if name == 'total':
               rec['stage_sum_sec_per_image'] = common._round(stage_sum)  # pylint: disable=protected-access
             rec['load_avg'] = common.host_fields()['load_avg']

@@ -3,6 +3,7 @@ gradients, weight decay, SGD momentum update), per backbone, image size and batc
 
     python bench/bench_train_step.py [--backbones=vgg16,resnet50,mobilenet_v2,tiny]
         [--sizes=600x800] [--batches=1,4] [--xla=off|on|both]
+        [--fold_batch_norm=on|off|both]
         [--repeats=5] [--warmup=1] [--threads=2]
 
 The model has random weights, 20 classes and the model defaults (VGG16 / ResNet with
@@ -42,6 +43,9 @@ def build_parser():
                       help="off: no XLA; backbone: only the backbone XLA-compiled (the "
                       "model's compile_backbone); on: Trainer(jit_compile=True); both: off "
                       "and on; all: the three.")
+  parser.add_argument('--fold_batch_norm', default='on', choices=('on', 'off', 'both'),
+                      help='Frozen batch norm folded into the convs (the model default), '
+                      'not, or both (one after the other).')
   parser.add_argument('--learning_rate', type=float, default=0.001)
   parser.add_argument('--num_boxes', type=int, default=5, help='Ground-truth boxes per image.')
   parser.add_argument('--freeze_early_layers', type=int, default=1,
@@ -55,7 +59,7 @@ def xla_settings(value):
           'all': [False, 'backbone', True]}[value]
 
 
-def make_trainer(backbone, args, jit_compile):
+def make_trainer(backbone, args, jit_compile, fold_batch_norm=True):
   """(model, Trainer) under the default strategy, as train.py builds them."""
   import tensorflow as tf
   from faster_rcnn_tf.training import optimizer as optimizer_lib
@@ -64,7 +68,8 @@ def make_trainer(backbone, args, jit_compile):
   with strategy.scope():
     model = common.build_model(backbone, args.num_classes, args.seed,
                                freeze_early_layers=bool(args.freeze_early_layers),
-                               compile_backbone=jit_compile == 'backbone')
+                               compile_backbone=jit_compile == 'backbone',
+                               fold_batch_norm=fold_batch_norm)
     opt = optimizer_lib.build_optimizer(args.learning_rate, momentum=0.9)
   trainer = Trainer(model, opt, strategy, seed=args.seed, weight_decay=1e-4,
                     bias_lr_multiplier=2.0, jit_compile=jit_compile is True)
@@ -81,10 +86,13 @@ def run(args):
   matmul = common.start('train_step', args)
   records = [common.matmul_record('train_step', args, matmul)]
   for backbone in common.parse_list(args.backbones):
-    for jit in xla_settings(args.xla):
+    settings = [(jit, fold) for jit in xla_settings(args.xla)
+                for fold in {'on': (True,), 'off': (False,), 'both': (True, False)}[
+                    args.fold_batch_norm]]
+    for jit, fold in settings:
       mode = {False: 'train_step', True: 'train_step_xla',
               'backbone': 'train_step_xla_backbone'}[jit]
-      model, trainer = make_trainer(backbone, args, jit)
+      model, trainer = make_trainer(backbone, args, jit, fold)
       for height, width in sizes:
         flop = flops_lib.model_flops(model, height, width, training=True)
         for batch in batches:
@@ -111,7 +119,7 @@ def run(args):
                             f'roi{model.proposal_targets.num_samples}/'
                             f'{"frozen_early" if args.freeze_early_layers else "all_trainable"}'),
                  'backbone': backbone, 'mode': mode, 'height': height, 'width': width,
-                 'batch': batch, 'num_rois': flop['num_rois']}
+                 'batch': batch, 'num_rois': flop['num_rois'], 'fold_batch_norm': fold}
           rec.update(common.thread_info(args.threads))
           rec.update(fields)
           rec['sec_per_step_median'] = fields['sec_per_batch_median']

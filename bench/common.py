@@ -114,6 +114,8 @@ def add_common_args(parser, repeats=5, warmup=1):
                       help='Side of the fp32 matmul that measures the roofline.')
   parser.add_argument('--matmul_repeats', type=int, default=3,
                       help='Timed matmuls per library (the best one counts).')
+  parser.add_argument('--bandwidth_mb', type=int, default=256,
+                      help='Size of the array that measures memory bandwidth (MB; 0: skip).')
   parser.add_argument('--seed', type=int, default=0, help='Weights and inputs seed.')
   parser.add_argument('--num_classes', type=int, default=NUM_CLASSES,
                       help='Foreground classes (20: VOC).')
@@ -224,6 +226,38 @@ def measure_matmul(n=4096, repeats=3, seed=0):
           'matmul_source': 'numpy' if np_g >= tf_g else 'tensorflow'}
 
 
+def measure_bandwidth(megabytes=256, repeats=5):
+  """Best memory bandwidth in GB/s (bytes read + written) of a streaming element-wise
+  pass over a float32 array of `megabytes`, numpy (one thread) and TensorFlow (its
+  intra-op threads). Returns {'bandwidth_mb', 'numpy_bandwidth_gbs', 'tf_bandwidth_gbs',
+  'bandwidth_gbs' (the faster)}; {} when megabytes is 0."""
+  import numpy as np
+  import tensorflow as tf
+  if not megabytes:
+    return {}
+  n = int(megabytes) * 2 ** 20 // 4
+  moved = 2.0 * 4 * n  # one read and one write of every element
+  a = np.random.default_rng(0).random(n, dtype=np.float32)
+  out = np.empty_like(a)
+  _, np_times = time_fn(lambda: np.multiply(a, np.float32(1.5), out=out), 1, repeats)
+  ta = tf.constant(a)
+  scale = tf.function(lambda x: tf.reduce_sum((x * 1.5)[:1]))  # the pass; a tiny result
+  _, tf_times = time_fn(lambda: scale(ta).numpy(), 1, repeats)
+  np_gbs, tf_gbs = moved / min(np_times) / 1e9, moved / min(tf_times) / 1e9
+  return {'bandwidth_mb': int(megabytes), 'numpy_bandwidth_gbs': _round(np_gbs, 4),
+          'tf_bandwidth_gbs': _round(tf_gbs, 4), 'bandwidth_gbs': _round(max(np_gbs, tf_gbs), 4)}
+
+
+def bound_fields(bound_seconds_per_image, sec_per_image):
+  """The roofline-model bound (bench/flops.py `roofline_bound_seconds`: each layer at
+  the matmul GFLOP/s or the memory bandwidth, whichever is slower) and the measured
+  time's fraction of it (1.0: at the bound)."""
+  if not bound_seconds_per_image or not sec_per_image:
+    return {}
+  return {'bound_sec_per_image': _round(bound_seconds_per_image, 4),
+          'bound_fraction': _round(bound_seconds_per_image / sec_per_image, 4)}
+
+
 def roofline_fields(flop_per_image, sec_per_image, matmul):
   """GFLOP per image, achieved GFLOP/s and the fraction of the matmul GFLOP/s."""
   if flop_per_image is None or not sec_per_image:
@@ -277,9 +311,11 @@ def matmul_record(bench, args, matmul):
 
 
 def start(bench, args):
-  """Threads, then the matmul roofline of this run (printed as the first JSON line)."""
+  """Threads, then the matmul roofline and memory bandwidth of this run (printed as
+  the first JSON line)."""
   apply_tf_threads(args.threads)
   matmul = measure_matmul(args.matmul_size, args.matmul_repeats, args.seed)
+  matmul.update(measure_bandwidth(getattr(args, 'bandwidth_mb', 0)))
   emit(matmul_record(bench, args, matmul))
   return matmul
 

@@ -39,7 +39,7 @@ MAC_KINDS = ('conv', 'depthwise', 'dense')
 
 LayerCount = collections.namedtuple(
     'LayerCount', ['part', 'name', 'kind', 'input_shape', 'output_shape', 'forward',
-                   'weight_grad', 'input_grad'])
+                   'weight_grad', 'input_grad', 'weight_count'])
 
 
 def _prod(values):
@@ -102,7 +102,8 @@ class _Counter:
         layer, tuple(flat_in[0].shape) if flat_in else (), tuple(flat_out[0].shape))
     if kind:
       self.rows.append(LayerCount(part, layer.name, kind, tuple(flat_in[0].shape),
-                                  tuple(flat_out[0].shape), forward, weight_grad, input_grad))
+                                  tuple(flat_out[0].shape), forward, weight_grad, input_grad,
+                                  sum(_prod(w.shape) for w in layer.weights)))
     return outputs
 
   def mark(self, tensor, needs_grad):
@@ -180,6 +181,39 @@ def model_flops(model, height, width, training=False, num_rois=None):
           'feature_shape': list(feature_shape), 'forward': forward, 'backward': backward,
           'total': forward + backward, 'parts': parts,
           'depthwise_backward': depthwise_backward}
+
+
+def roofline_bound_seconds(model, height, width, batch, matmul_gflops, bandwidth_gbs,
+                           num_rois=None):
+  """Inference seconds per image that the roofline model allows, by part: the sum over
+  the counted layers (convs, depthwise convs, dense) of
+
+      max(FLOPs / matmul GFLOP/s,  bytes / bandwidth GB/s),
+
+  bytes = float32 input and output activations of the layer (once each: batch norm,
+  bias and activation assumed fused into it) + its weights once per batch of `batch`
+  images. The RoI head runs on num_rois RoIs per image (default test_post_nms_topk).
+  Pooling, adds, padding, crops and NMS are left out (as in the FLOP count), so real
+  runs sit below the bound by at least their cost.
+  Returns {'backbone', 'rpn', 'roi_head', 'total'} seconds, or None when a rate is
+  missing.
+  """
+  if not matmul_gflops or not bandwidth_gbs:
+    return None
+  rows, roi_rows, _ = count_layers(model, height, width)
+  if num_rois is None:
+    num_rois = model.proposal_layer.test_post_nms_topk
+  flops_rate, bytes_rate = matmul_gflops * 1e9, bandwidth_gbs * 1e9
+
+  def bound(row, copies):
+    activations = 4.0 * (_prod(row.input_shape) + _prod(row.output_shape)) * copies
+    weights = 4.0 * row.weight_count / batch
+    return max(row.forward * copies / flops_rate, (activations + weights) / bytes_rate)
+  parts = {part: sum(bound(r, 1) for r in rows if r.part == part)
+           for part in ('backbone', 'rpn')}
+  parts['roi_head'] = sum(bound(r, num_rois) for r in roi_rows)
+  parts['total'] = sum(parts.values())
+  return parts
 
 
 # ---- TensorFlow's profiler, for the cross-check ----

@@ -20,7 +20,7 @@ def test_inference_bench_tiny_and_flop_counter(capsys):
   args = bench_inference.build_parser().parse_args([
       '--backbones=tiny', '--sizes=64x96', '--batches=1', '--modes=tf_function',
       '--repeats=1', '--warmup=1', '--matmul_size=64', '--matmul_repeats=1',
-      '--num_rois=16'])
+      '--num_rois=16', '--bandwidth_mb=8'])
   records = bench_inference.run(args)
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
   assert lines == records
@@ -33,6 +33,9 @@ def test_inference_bench_tiny_and_flop_counter(capsys):
   assert rec['sec_per_image_min'] <= rec['sec_per_image_median'] <= rec['sec_per_image_max']
   assert abs(rec['roofline_fraction'] * rec['matmul_gflops'] - rec['achieved_gflops']) < (
       1e-3 * rec['achieved_gflops'] + 1e-6)
+  assert records[0]['bandwidth_gbs'] > 0
+  assert rec['bound_fraction'] == pytest.approx(
+      rec['bound_sec_per_image'] / rec['sec_per_image_median'], rel=1e-3)
 
   # The layer-shape FLOP counter equals TF's profiler on the traced detect graph.
   model = common.build_model('tiny', test_post_nms_topk=16)
@@ -102,3 +105,36 @@ def test_saved_model_structure_reads_the_training_run(tiny_model_dir, tmp_path):
   assert kwargs['rpn_channels'] == 32 and kwargs['test_post_nms_topk'] == 32
   assert kwargs['anchor_scales'] == (1.0, 2.0, 4.0)
   assert 'backbone_weights' not in kwargs
+
+
+def test_roofline_bound_is_flops_or_bytes_whichever_is_slower():
+  model = common.build_model('tiny', test_post_nms_topk=16)
+  # Unlimited bandwidth: the bound is the FLOP count at the matmul rate.
+  by_flops = flops.roofline_bound_seconds(model, 64, 96, 1, 100.0, 1e12)
+  assert by_flops['total'] == pytest.approx(
+      flops.model_flops(model, 64, 96)['total'] / 100e9, rel=1e-6)
+  # Unlimited FLOP rate: bytes at the bandwidth. The tiny backbone by hand: per stage a
+  # 3x3 conv (cin -> ch) and a 3x3 stride-2 conv (ch -> ch), each reading its input,
+  # writing its output and reading its weights (kernel + bias) once per batch.
+  for batch in (1, 4):
+    moved, h, w, cin = 0.0, 64, 96, 3
+    for ch in (16, 32, 64, 128):
+      moved += 4 * (h * w * cin + h * w * ch) + 4 * (9 * cin * ch + ch) / batch
+      moved += 4 * (h * w * ch + (h // 2) * (w // 2) * ch) + 4 * (9 * ch * ch + ch) / batch
+      h, w, cin = h // 2, w // 2, ch
+    by_bytes = flops.roofline_bound_seconds(model, 64, 96, batch, 1e12, 2.0)
+    assert by_bytes['backbone'] == pytest.approx(moved / 2e9, rel=1e-6)
+  # Mixed: never faster than either limit alone, part by part.
+  mixed = flops.roofline_bound_seconds(model, 64, 96, 1, 100.0, 2.0)
+  by_bytes = flops.roofline_bound_seconds(model, 64, 96, 1, 1e12, 2.0)
+  for part in ('backbone', 'rpn', 'roi_head', 'total'):
+    assert mixed[part] >= max(by_flops[part], by_bytes[part]) * (1 - 1e-9)
+  assert flops.roofline_bound_seconds(model, 64, 96, 1, 100.0, None) is None
+
+
+def test_bandwidth_is_measured_and_printed_with_the_roofline(capsys):
+  measured = common.measure_bandwidth(8, repeats=1)
+  assert measured['bandwidth_gbs'] == max(measured['numpy_bandwidth_gbs'],
+                                          measured['tf_bandwidth_gbs']) > 0
+  assert common.measure_bandwidth(0) == {}
+  assert common.bound_fields(0.5, 2.0) == {'bound_sec_per_image': 0.5, 'bound_fraction': 0.25}
