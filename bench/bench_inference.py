@@ -13,6 +13,10 @@ Modes:
                SavedModel: --saved_model=BASE/N (or BASE: its highest numbered version).
                Skipped, with a note on stderr, when no --saved_model is given.
 
+The batch sizes (and --fold_batch_norm=both's two models) of one mode and size are timed
+interleaved, call by call, so that their ratios (throughput_over_batch_1,
+speedup_over_unfolded) come from the same stretches of a noisy machine.
+
 Prints one JSON line per measurement (after a first line with this run's matmul roofline):
   {"bench": "inference", "config", "backbone", "mode", "height", "width", "batch",
    "threads", "sec_per_image_median", "sec_per_image_min", "sec_per_image_max",
@@ -231,27 +235,35 @@ def run(args):
            for fold, model in models.items()}
     for height, width in sizes:
       flop = flops_lib.model_flops(models[fold_variants[0]], height, width, training=False)
+      inputs = {}
       for batch in batches:
         images, image_sizes = common.random_images(batch, height, width, args.seed)
-        images, image_sizes = tf.constant(images), tf.constant(image_sizes)
-        bound = flops_lib.roofline_bound_seconds(
-            models[fold_variants[0]], height, width, batch, matmul['matmul_gflops'],
-            matmul.get('bandwidth_gbs'))
-        for mode in model_modes:
-          calls = {fold: (lambda fn=fns[fold][mode]: common.to_host(fn(images, image_sizes)))  # pylint: disable=cell-var-from-loop
-                   for fold in fold_variants}
-          try:  # interleaved: the variants share the machine's noisy stretches alike
-            timings = common.time_interleaved(calls, args.warmup, args.repeats)
-          except Exception as e:  # pylint: disable=broad-except
-            records.append(_error(args, backbone, mode, height, width, batch, e))
-            continue
-          medians = {fold: statistics.median(times) for fold, (_, times) in timings.items()}
-          for fold, (warm, times) in timings.items():
-            extra = {'fold_batch_norm': fold}
-            if fold and False in medians:
-              extra['speedup_over_unfolded'] = round(medians[False] / medians[True], 4)
-            records.append(_record(args, backbone, mode, height, width, batch, warm,
-                                   times, flop, matmul, extra=extra, bound=bound))
+        inputs[batch] = (tf.constant(images), tf.constant(image_sizes))
+      bounds = {batch: flops_lib.roofline_bound_seconds(
+          models[fold_variants[0]], height, width, batch, matmul['matmul_gflops'],
+          matmul.get('bandwidth_gbs')) for batch in batches}
+      for mode in model_modes:
+        calls = {(batch, fold): (lambda fn=fns[fold][mode], x=inputs[batch]:
+                                 common.to_host(fn(*x)))
+                 for batch in batches for fold in fold_variants}
+        try:  # interleaved: batches and variants share the machine's noisy stretches
+          timings = common.time_interleaved(calls, args.warmup, args.repeats)
+        except Exception as e:  # pylint: disable=broad-except
+          records.extend(_error(args, backbone, mode, height, width, batch, e)
+                         for batch in batches)
+          continue
+        per_image = {key: statistics.median(times) / key[0]
+                     for key, (_, times) in timings.items()}
+        for (batch, fold), (warm, times) in timings.items():
+          extra = {'fold_batch_norm': fold}
+          if fold and (batch, False) in per_image:
+            extra['speedup_over_unfolded'] = round(
+                per_image[(batch, False)] / per_image[(batch, True)], 4)
+          if batch != 1 and (1, fold) in per_image:
+            extra['throughput_over_batch_1'] = round(
+                per_image[(1, fold)] / per_image[(batch, fold)], 4)
+          records.append(_record(args, backbone, mode, height, width, batch, warm,
+                                 times, flop, matmul, extra=extra, bound=bounds[batch]))
     del models, fns
 
   if 'saved_model' in modes:

@@ -46,16 +46,24 @@ def test_inference_bench_tiny_and_flop_counter(capsys):
 
 def test_inference_bench_times_folded_and_unfolded_interleaved(capsys):
   args = bench_inference.build_parser().parse_args([
-      '--backbones=tiny', '--sizes=64x96', '--batches=2', '--modes=tf_function',
+      '--backbones=tiny', '--sizes=64x96', '--modes=tf_function',
       '--repeats=2', '--warmup=1', '--matmul_size=64', '--matmul_repeats=1',
-      '--num_rois=16', '--fold_batch_norm=both'])
+      '--num_rois=16', '--fold_batch_norm=both', '--batches=1,2', '--bandwidth_mb=8'])
   records = bench_inference.run(args)[1:]
   capsys.readouterr()
-  assert [r['fold_batch_norm'] for r in records] == [True, False]
-  folded, unfolded = records
-  assert folded['speedup_over_unfolded'] == pytest.approx(
-      unfolded['sec_per_image_median'] / folded['sec_per_image_median'], rel=1e-3)
-  assert 'speedup_over_unfolded' not in unfolded
+  assert [(r['batch'], r['fold_batch_norm']) for r in records] == [
+      (1, True), (1, False), (2, True), (2, False)]
+  by_key = {(r['batch'], r['fold_batch_norm']): r for r in records}
+  for batch in (1, 2):
+    folded, unfolded = by_key[(batch, True)], by_key[(batch, False)]
+    assert folded['speedup_over_unfolded'] == pytest.approx(
+        unfolded['sec_per_image_median'] / folded['sec_per_image_median'], rel=1e-3)
+    assert 'speedup_over_unfolded' not in unfolded
+  for fold in (True, False):
+    assert by_key[(2, fold)]['throughput_over_batch_1'] == pytest.approx(
+        by_key[(1, fold)]['sec_per_image_median'] / by_key[(2, fold)]['sec_per_image_median'],
+        rel=1e-3)
+    assert 'throughput_over_batch_1' not in by_key[(1, fold)]
 
 
 def test_time_interleaved_takes_turns():
