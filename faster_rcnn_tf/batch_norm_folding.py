@@ -17,15 +17,40 @@ every call: a few small ops on the weights), so checkpoints, training of the con
 kernels (gradients flow through W * s) and exported SavedModels are unchanged.
 
 A pair whose batch norm is trainable at call time runs the layers' original calls, so
-`--train_batch_norm` (batch statistics in training) is not affected.
+`--train_batch_norm` (batch statistics in training) is not affected; inside
+`moving_statistics()` (the caller runs the model in inference mode) trainable batch norm
+is folded too, so a model trained with its batch norm infers and exports as fast as one
+with frozen batch norm.
 """
 
+import contextlib
 import functools
+import threading
 
 import keras
 import tensorflow as tf
 
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+_STATE = threading.local()  # .moving_statistics: inside moving_statistics()
+
+
+@contextlib.contextmanager
+def moving_statistics():
+  """Within it, every rewired pair is folded, trainable batch norm included: the caller
+  promises to call the model in inference mode (training=False), where batch norm uses
+  its moving statistics anyway. Per thread; nests."""
+  previous = getattr(_STATE, 'moving_statistics', False)
+  _STATE.moving_statistics = True
+  try:
+    yield
+  finally:
+    _STATE.moving_statistics = previous
+
+
+def _folds(batch_norm):
+  """Whether a rewired pair computes the folded form in the current call."""
+  return not batch_norm.trainable or getattr(_STATE, 'moving_statistics', False)
 
 
 def _producer(layer):
@@ -88,8 +113,9 @@ def folded_kernel_and_bias(conv, batch_norm):
 
 
 def _folded_conv_call(conv, batch_norm, inputs):
-  """Conv2D / DepthwiseConv2D call: the folded form while `batch_norm` is frozen."""
-  if batch_norm.trainable:
+  """Conv2D / DepthwiseConv2D call: the folded form while `batch_norm` is frozen (or
+  inside moving_statistics())."""
+  if not _folds(batch_norm):
     return type(conv).call(conv, inputs)
   kernel, bias = folded_kernel_and_bias(conv, batch_norm)
   kernel = tf.cast(kernel, inputs.dtype)
@@ -106,8 +132,8 @@ def _folded_conv_call(conv, batch_norm, inputs):
 
 def _folded_batch_norm_call(batch_norm, call_before_folding, inputs, training=None,
                             mask=None):
-  """BatchNormalization call: identity while frozen (its conv applied it)."""
-  if batch_norm.trainable or mask is not None:
+  """BatchNormalization call: identity while folded (its conv applied it)."""
+  if not _folds(batch_norm) or mask is not None:
     return call_before_folding(inputs, training=training, mask=mask)
   return inputs
 

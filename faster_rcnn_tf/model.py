@@ -14,10 +14,13 @@ Two modes, chosen by `call`:
 Every stage is plain TensorFlow ops: the whole step compiles with XLA and exports.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
 from faster_rcnn_tf import backbones
+from faster_rcnn_tf import batch_norm_folding
 from faster_rcnn_tf import inputs
 from faster_rcnn_tf.layers.anchor_targets import AnchorTargets
 from faster_rcnn_tf.layers.detection_generator import DetectionGenerator
@@ -144,11 +147,20 @@ class FasterRCNN(keras.Model):
     mask = valid_pixel_mask(tf.cast(image_sizes, tf.int32), shape[1], shape[2])
     normalized = self._normalize(images) * mask
     bn_training = bool(training and self.train_batch_norm)
-    if self.compile_backbone:
-      if training and self._hybrid_training:
-        return hybrid_conv.apply_plain_convnet(self.backbone, normalized)
-      return self._compiled_backbone(normalized, bn_training)
-    return self.backbone(normalized, training=bn_training)
+    with self._batch_norm_scope(bn_training):
+      if self.compile_backbone:
+        if training and self._hybrid_training:
+          return hybrid_conv.apply_plain_convnet(self.backbone, normalized)
+        return self._compiled_backbone(normalized, bn_training)
+      return self.backbone(normalized, training=bn_training)
+
+  @staticmethod
+  def _batch_norm_scope(bn_training):
+    """Batch norm folded into the convs whenever it uses its moving statistics (see
+    `batch_norm_folding`); trained batch norm in training keeps Keras' layers."""
+    if bn_training:
+      return contextlib.nullcontext()
+    return batch_norm_folding.moving_statistics()
 
   def anchors_for(self, features):
     """float32 [N, 4] anchors of a feature map."""
@@ -170,7 +182,8 @@ class FasterRCNN(keras.Model):
     num_images, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
     crops = roi_pooling.crop_pool(features, rois, self.stride, self.crop_size,
                                   self.crop_max_pool)
-    x = self.roi_head(crops, training=training)
+    with self._batch_norm_scope(bool(training and self.train_batch_norm)):
+      x = self.roi_head(crops, training=training)
     logits = tf.reshape(self.cls_score(x), [num_images, num_rois, self.num_classes + 1])
     deltas = tf.reshape(self.bbox_pred(x), [num_images, num_rois, 4 * (self.num_classes + 1)])
     return logits, deltas

@@ -191,3 +191,39 @@ def test_backbones_fold_every_conv_batch_norm_pair_with_the_same_result(name):
   want = plain.roi_head(crops, training=False).numpy()
   np.testing.assert_allclose(folded.roi_head(crops, training=False).numpy(), want,
                              rtol=1e-3, atol=1e-3 * np.abs(want).max())
+
+
+def test_trainable_batch_norm_is_folded_inside_moving_statistics():
+  model = _small_model()
+  batch_norm_folding.fold_frozen_batch_norm(model)
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.trainable = True
+  x = _images()
+  with batch_norm_folding.moving_statistics():
+    graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(
+        tf.TensorSpec(x.shape, tf.float32)).graph
+    got = model(x, training=False).numpy()
+  assert not any(op.type.startswith('FusedBatchNorm') for op in graph.get_operations())
+  np.testing.assert_allclose(got, _np_small_model(model, x.astype(np.float64)),
+                             rtol=1e-4, atol=1e-4)
+  # Outside it, trainable batch norm is Keras' again (batch statistics in training).
+  out = model(x, training=True).numpy()
+  np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), model.get_layer('bn_c').beta.numpy(),
+                             atol=1e-4)
+
+
+def test_model_folds_trained_batch_norm_for_inference_only():
+  from faster_rcnn_tf.model import FasterRCNN
+  model = FasterRCNN(3, backbone='mobilenet_v2', train_batch_norm=True, rpn_channels=32)
+  images = tf.TensorSpec([1, 64, 64, 3], tf.float32)
+  sizes = tf.TensorSpec([1, 2], tf.int32)
+
+  def op_types(training):
+    fn = tf.function(lambda i, s: model.extract_features(i, s, training=training))
+    return {op.type for op in fn.get_concrete_function(images, sizes).graph.get_operations()}
+
+  inference_ops = op_types(False)
+  assert not any(t.startswith('FusedBatchNorm') for t in inference_ops)
+  assert 'Mean' not in inference_ops
+  assert 'Mean' in op_types(True)  # Keras' batch statistics: moments over the batch
