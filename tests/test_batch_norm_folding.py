@@ -227,3 +227,45 @@ def test_model_folds_trained_batch_norm_for_inference_only():
   assert not any(t.startswith('FusedBatchNorm') for t in inference_ops)
   assert 'Mean' not in inference_ops
   assert 'Mean' in op_types(True)  # Keras' batch statistics: moments over the batch
+
+
+def test_folded_model_exports_and_serves_the_same_detections(tmp_path):
+  """A SavedModel of a folded MobileNetV2 model: no batch norm op in it, and the same
+  detections as the unfolded model in this process."""
+  from faster_rcnn_tf.model import FasterRCNN
+  from faster_rcnn_tf.serving import export_module
+  kwargs = dict(backbone='mobilenet_v2', rpn_channels=32, test_post_nms_topk=20,
+                score_threshold=0.0)
+  keras.utils.set_random_seed(0)
+  folded = FasterRCNN(3, **kwargs)
+  unfolded = FasterRCNN(3, fold_batch_norm=False, **kwargs)
+  _randomize_batch_norm(folded.backbone, 9)
+  images = tf.constant(np.random.default_rng(2).integers(0, 255, (2, 96, 128, 3)),
+                       tf.uint8)
+  module = export_module.DetectionModule(folded, ('a', 'b', 'c'), 96, 128)
+  module.signatures()  # builds the model's weights
+  reference = export_module.DetectionModule(unfolded, ('a', 'b', 'c'), 96, 128)
+  reference.signatures()
+  unfolded.set_weights(folded.get_weights())
+  tf.saved_model.save(module, str(tmp_path), signatures=module.signatures())
+  signature = tf.saved_model.load(str(tmp_path)).signatures['detect_images']
+  graph = signature.graph.as_graph_def()
+  op_types = {n.op for n in graph.node}
+  for function in graph.library.function:
+    op_types |= {n.op for n in function.node_def}
+  assert 'DepthwiseConv2dNative' in op_types and 'Rsqrt' in op_types
+  assert not any('BatchNorm' in t for t in op_types)
+  (key,) = signature.structured_input_signature[1]
+  served = signature(**{key: images})
+  want = reference.signatures()['detect_images'](images)
+  np.testing.assert_array_equal(served['num_detections'].numpy(),
+                                want['num_detections'].numpy())
+  # Order-free (near-equal scores may swap places after float rounding): sorted scores,
+  # and every served box has a reference box of the same image within 0.01 pixel.
+  np.testing.assert_allclose(np.sort(served['detection_scores'].numpy(), axis=1),
+                             np.sort(want['detection_scores'].numpy(), axis=1),
+                             rtol=1e-3, atol=1e-4)
+  for got_boxes, want_boxes in zip(served['detection_boxes'].numpy(),
+                                   want['detection_boxes'].numpy()):
+    distance = np.abs(got_boxes[:, None, :] - want_boxes[None, :, :]).max(axis=-1)
+    assert distance.min(axis=1).max() < 1e-2
