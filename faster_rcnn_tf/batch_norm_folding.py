@@ -16,6 +16,11 @@ oneDNN kernel. The weights stay the model's variables (the fold is recomputed fr
 every call: a few small ops on the weights), so checkpoints, training of the convolution
 kernels (gradients flow through W * s) and exported SavedModels are unchanged.
 
+A ZeroPadding2D whose only consumer is such a conv (VALID) is absorbed too when, for the
+input's static size, it pads exactly as SAME would (MobileNetV2's ((0, 1), (0, 1)) before
+its stride-2 convs, on even sizes): the padding layer passes its input through and the
+conv pads itself, one copy of the activations fewer. Odd or unknown sizes keep the Pad.
+
 A pair whose batch norm is trainable at call time runs the layers' original calls, so
 `--train_batch_norm` (batch statistics in training) is not affected; inside
 `moving_statistics()` (the caller runs the model in inference mode) trainable batch norm
@@ -112,22 +117,59 @@ def folded_kernel_and_bias(conv, batch_norm):
   return kernel, shift
 
 
-def _folded_conv_call(conv, batch_norm, inputs):
+def _folded_conv_call(conv, batch_norm, padding_state, inputs):
   """Conv2D / DepthwiseConv2D call: the folded form while `batch_norm` is frozen (or
-  inside moving_statistics())."""
-  if not _folds(batch_norm):
+  inside moving_statistics()); SAME padding when the ZeroPadding2D before it passed its
+  input through (padding_state.absorbed, set by `_absorbing_padding_call`)."""
+  padding = conv.padding.upper()
+  if padding_state is not None and getattr(padding_state, 'absorbed', False):
+    padding_state.absorbed = False
+    padding = 'SAME'
+  if _folds(batch_norm):
+    kernel, bias = folded_kernel_and_bias(conv, batch_norm)
+  elif padding == conv.padding.upper():
     return type(conv).call(conv, inputs)
-  kernel, bias = folded_kernel_and_bias(conv, batch_norm)
+  else:  # batch statistics in use, padding absorbed: the plain conv with SAME padding
+    kernel, bias = conv.kernel, conv.bias if conv.use_bias else None
   kernel = tf.cast(kernel, inputs.dtype)
   strides = (1,) + tuple(conv.strides) + (1,)
-  padding = conv.padding.upper()
   if isinstance(conv, keras.layers.DepthwiseConv2D):
     outputs = tf.nn.depthwise_conv2d(inputs, kernel, strides, padding,
                                      dilations=tuple(conv.dilation_rate))
   else:
     outputs = tf.nn.conv2d(inputs, kernel, strides, padding,
                            dilations=(1,) + tuple(conv.dilation_rate) + (1,))
+  if bias is None:
+    return outputs
   return tf.nn.bias_add(outputs, tf.cast(bias, inputs.dtype))
+
+
+def zero_padding_equals_same(padding, input_shape, conv):
+  """Whether ZeroPadding2D(padding) followed by `conv` (VALID) computes what `conv` with
+  SAME padding computes on an input of static shape [B, H, W, C] (H, W None: unknown,
+  False). MobileNetV2's ((0, 1), (0, 1)) before its stride-2 3x3 convs: true for even H
+  and W."""
+  if conv.padding != 'valid' or tuple(conv.dilation_rate) != (1, 1):
+    return False
+  for size, (before, after), kernel, stride in zip(
+      tuple(input_shape)[1:3], padding, conv.kernel_size, conv.strides):
+    if size is None:
+      return False
+    out_same = -(-size // stride)
+    same_before = max((out_same - 1) * stride + kernel - size, 0) // 2
+    out_valid = (size + before + after - kernel) // stride + 1
+    if before != same_before or out_valid != out_same:
+      return False
+  return True
+
+
+def _absorbing_padding_call(pad, conv, padding_state, call_before_folding, inputs):
+  """ZeroPadding2D call: identity when `conv` can pad the same way itself (SAME), which
+  saves a copy of the activations; the padded tensor otherwise."""
+  padding_state.absorbed = zero_padding_equals_same(pad.padding, inputs.shape, conv)
+  if padding_state.absorbed:
+    return inputs
+  return call_before_folding(inputs)
 
 
 def _folded_batch_norm_call(batch_norm, call_before_folding, inputs, training=None,
@@ -150,7 +192,14 @@ def fold_frozen_batch_norm(model):
   for conv, batch_norm in find_conv_batch_norm_pairs(model):
     if getattr(conv.call, 'folds_batch_norm', False):
       continue
-    conv_call = functools.partial(_folded_conv_call, conv, batch_norm)
+    pad = _producer(conv)
+    padding_state = None
+    if (isinstance(pad, keras.layers.ZeroPadding2D) and _consumers(pad) == {conv}
+        and pad.data_format == 'channels_last' and conv.padding == 'valid'):
+      padding_state = threading.local()
+      pad.call = functools.partial(_absorbing_padding_call, pad, conv, padding_state,
+                                   pad.call)
+    conv_call = functools.partial(_folded_conv_call, conv, batch_norm, padding_state)
     conv_call.folds_batch_norm = True
     conv.call = conv_call
     batch_norm.call = functools.partial(_folded_batch_norm_call, batch_norm,

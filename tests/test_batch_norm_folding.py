@@ -269,3 +269,80 @@ def test_folded_model_exports_and_serves_the_same_detections(tmp_path):
                                    want['detection_boxes'].numpy()):
     distance = np.abs(got_boxes[:, None, :] - want_boxes[None, :, :]).max(axis=-1)
     assert distance.min(axis=1).max() < 1e-2
+
+
+def _conv_layer(kernel, strides, padding='valid'):
+  layer = keras.layers.DepthwiseConv2D(kernel, strides=strides, padding=padding)
+  layer.build((None, None, None, 2))
+  return layer
+
+
+def test_zero_padding_equals_same_by_hand():
+  stride2 = _conv_layer(3, 2)
+  # MobileNetV2's padding before a stride-2 3x3 conv: SAME pads 0 before, 1 after on even
+  # sizes (out n/2), but 1 and 1 on odd ones.
+  assert batch_norm_folding.zero_padding_equals_same(((0, 1), (0, 1)), (1, 8, 6, 2), stride2)
+  assert not batch_norm_folding.zero_padding_equals_same(((0, 1), (0, 1)), (1, 7, 6, 2),
+                                                         stride2)
+  assert batch_norm_folding.zero_padding_equals_same(((1, 1), (1, 1)), (1, 7, 9, 2), stride2)
+  assert not batch_norm_folding.zero_padding_equals_same(((0, 1), (0, 1)), (1, None, 6, 2),
+                                                         stride2)
+  stride1 = _conv_layer(3, 1)  # SAME pads 1 and 1
+  assert batch_norm_folding.zero_padding_equals_same(((1, 1), (1, 1)), (1, 5, 4, 2), stride1)
+  assert not batch_norm_folding.zero_padding_equals_same(((0, 2), (1, 1)), (1, 5, 4, 2),
+                                                         stride1)
+  assert not batch_norm_folding.zero_padding_equals_same(((1, 1), (1, 1)), (1, 5, 4, 2),
+                                                         _conv_layer(3, 1, 'same'))
+
+
+def _padded_model(seed=0):
+  """1x1 conv -> BN -> ReLU6 -> ZeroPadding2D((0, 1), (0, 1)) -> 3x3 stride-2 depthwise
+  (VALID) -> BN, as in MobileNetV2's downsampling blocks; any input size."""
+  keras.utils.set_random_seed(seed)
+  images = keras.Input((None, None, 3))
+  x = keras.layers.Conv2D(4, 1, use_bias=False, name='expand')(images)
+  x = keras.layers.BatchNormalization(name='bn_expand')(x)
+  x = keras.layers.ReLU(6.0)(x)
+  x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name='pad')(x)
+  x = keras.layers.DepthwiseConv2D(3, strides=2, use_bias=False, name='dw')(x)
+  x = keras.layers.BatchNormalization(name='bn_dw')(x)
+  model = keras.Model(images, x)
+  _randomize_batch_norm(model, seed)
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.trainable = False
+  return model
+
+
+def _np_padded_model(model, x):
+  get = model.get_layer
+  y = _np_batch_norm(_np_conv(x, get('expand').kernel.numpy(), 1, 'valid'), get('bn_expand'))
+  y = np.pad(np.clip(y, 0.0, 6.0), ((0, 0), (0, 1), (0, 1), (0, 0)))
+  return _np_batch_norm(_np_conv(y, get('dw').kernel.numpy(), 2, 'valid', depthwise=True),
+                        get('bn_dw'))
+
+
+@pytest.mark.parametrize('height,width,absorbed', [(8, 10, True), (7, 10, False)])
+def test_zero_padding_is_absorbed_on_even_sizes_only(height, width, absorbed):
+  model = _padded_model()
+  assert batch_norm_folding.fold_frozen_batch_norm(model) == 2
+  x = np.random.default_rng(5).normal(size=(2, height, width, 3)).astype(np.float32)
+  graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(
+      tf.TensorSpec(x.shape, tf.float32)).graph
+  pads = [op for op in graph.get_operations() if op.type in ('Pad', 'PadV2')]
+  assert (not pads) == absorbed
+  np.testing.assert_allclose(model(x, training=False).numpy(),
+                             _np_padded_model(model, x.astype(np.float64)),
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_absorbed_padding_with_batch_statistics_equals_keras():
+  folded, plain = _padded_model(), _padded_model()
+  batch_norm_folding.fold_frozen_batch_norm(folded)
+  for model in (folded, plain):
+    for layer in model.layers:
+      if isinstance(layer, keras.layers.BatchNormalization):
+        layer.trainable = True
+  x = np.random.default_rng(6).normal(size=(2, 8, 10, 3)).astype(np.float32)
+  np.testing.assert_allclose(folded(x, training=True).numpy(),
+                             plain(x, training=True).numpy(), rtol=1e-4, atol=1e-4)
