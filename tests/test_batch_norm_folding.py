@@ -57,6 +57,14 @@ def _randomize_batch_norm(model, seed):
       layer.moving_variance.assign(rng.uniform(0.2, 3.0, n).astype(np.float32))
 
 
+def _with_frozen_random_batch_norm(model, seed):
+  _randomize_batch_norm(model, seed)
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.trainable = False
+  return model
+
+
 def _small_model(seed=0):
   """conv (stride 2, SAME, bias) -> BN -> ReLU6 -> depthwise (x2, VALID) -> BN -> 1x1
   conv -> BN, with frozen, randomized batch norm."""
@@ -70,12 +78,7 @@ def _small_model(seed=0):
   x = keras.layers.BatchNormalization(name='bn_b')(x)
   x = keras.layers.Conv2D(5, 1, use_bias=False, name='conv_c')(x)
   x = keras.layers.BatchNormalization(name='bn_c')(x)
-  model = keras.Model(images, x)
-  _randomize_batch_norm(model, seed)
-  for layer in model.layers:
-    if isinstance(layer, keras.layers.BatchNormalization):
-      layer.trainable = False
-  return model
+  return _with_frozen_random_batch_norm(keras.Model(images, x), seed)
 
 
 def _np_small_model(model, x):
@@ -306,12 +309,7 @@ def _padded_model(seed=0):
   x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name='pad')(x)
   x = keras.layers.DepthwiseConv2D(3, strides=2, use_bias=False, name='dw')(x)
   x = keras.layers.BatchNormalization(name='bn_dw')(x)
-  model = keras.Model(images, x)
-  _randomize_batch_norm(model, seed)
-  for layer in model.layers:
-    if isinstance(layer, keras.layers.BatchNormalization):
-      layer.trainable = False
-  return model
+  return _with_frozen_random_batch_norm(keras.Model(images, x), seed)
 
 
 def _np_padded_model(model, x):
