@@ -12,9 +12,11 @@ kernels) and XLA-compiled. One JSON line per (layer, part, library) with GFLOP/s
 fraction of the matmul roofline of this run.
 
 backbone: VGG16's backbone (conv1-2 frozen, as in training; or another plain conv
-backbone: tiny, tiny_s8), forward and gradients of all trainable kernels, three ways: plain TensorFlow, the whole backbone XLA-compiled
-(what compile_backbone did for training before ops.hybrid_conv), and hybrid_conv (what
-it does now). FLOPs: forward 2*H*W*Cin*Cout*9 per conv, plus input and filter gradients
+backbone: tiny, tiny_s8), forward and gradients of all trainable kernels, four ways,
+timed interleaved: plain TensorFlow, the whole backbone XLA-compiled (what
+compile_backbone did for training before ops.hybrid_conv), hybrid_conv (what it does
+now: input gradients from hybrid_conv.DEFAULT_INPUT_GRAD_LIBRARY) and hybrid_conv with
+its input gradients from the other library. FLOPs: forward 2*H*W*Cin*Cout*9 per conv, plus input and filter gradients
 of the trainable layers (no input gradient below the first trainable one).
 """
 
@@ -104,12 +106,17 @@ def run_backbone(args, matmul, records):
   features = net.features
   variables = features.trainable_variables
   compiled = tf.function(lambda x: features(x, training=False), jit_compile=True)
+  other_library, = (lib for lib in hybrid_conv.INPUT_GRAD_LIBRARIES
+                    if lib != hybrid_conv.DEFAULT_INPUT_GRAD_LIBRARY)
   forwards = {'tensorflow_onednn': lambda x: features(x, training=False),
               'xla': compiled,
-              'hybrid_conv': lambda x: hybrid_conv.apply_plain_convnet(features, x)}
+              'hybrid_conv': lambda x: hybrid_conv.apply_plain_convnet(features, x),
+              f'hybrid_conv_{other_library}_input_grad':
+                  lambda x: hybrid_conv.apply_plain_convnet(features, x, other_library)}
   images = tf.random.stateless_normal([1, height, width, 3], seed=[args.seed, 4]) * 50.0
   upstream = tf.random.stateless_normal(features(images).shape, seed=[args.seed, 5])
   flop = plain_convnet_training_flop(features, height, width)
+  steps = {}
   for name, forward in forwards.items():
 
     @tf.function
@@ -118,10 +125,15 @@ def run_backbone(args, matmul, records):
         loss = tf.reduce_sum(forward(x) * upstream)
       return tape.gradient(loss, variables)
 
-    warm, times = common.time_fn(lambda step=step: common.to_host(step(images)),
-                                 args.warmup, args.repeats)
+    steps[name] = lambda step=step: common.to_host(step(images))
+  # Interleaved, call by call: the ways share the machine's noisy stretches alike.
+  timings = common.time_interleaved(steps, args.warmup, args.repeats)
+  for name, (warm, times) in timings.items():
     rec = {'bench': 'conv_kernels', 'part': 'backbone_forward_and_gradients',
            'backbone': args.backbone, 'library': name, 'height': height, 'width': width}
+    if name.startswith('hybrid_conv'):
+      rec['input_grad_library'] = (hybrid_conv.DEFAULT_INPUT_GRAD_LIBRARY
+                                   if name == 'hybrid_conv' else other_library)
     rec.update(common.thread_info(args.threads))
     rec.update(common.timing_fields(times, 1, warm))
     rec.update(common.roofline_fields(flop, rec['sec_per_image_median'], matmul))

@@ -85,7 +85,9 @@ def test_conv_kernel_bench_tiny(capsys):
   assert sorted(kernels) == sorted((p, lib) for p in bench_conv_kernels.PARTS
                                    for lib in ('tensorflow_onednn', 'xla'))
   backbone = [r for r in records if r.get('part') == 'backbone_forward_and_gradients']
-  assert [r['library'] for r in backbone] == ['tensorflow_onednn', 'xla', 'hybrid_conv']
+  assert [r['library'] for r in backbone] == ['tensorflow_onednn', 'xla', 'hybrid_conv',
+                                              'hybrid_conv_onednn_input_grad']
+  assert [r.get('input_grad_library') for r in backbone] == [None, None, 'xla', 'onednn']
   # tiny at 64x48: four (3x3 conv, 3x3 stride-2 conv) pairs, 3->16->16, 16->32->32, ...;
   # nothing frozen: forward + filter gradients everywhere, input gradients above the first.
   flop, h, w, cin, first = 0.0, 64, 48, 3, True

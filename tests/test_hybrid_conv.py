@@ -54,10 +54,11 @@ def _np_grads(x, kernel, bias, strides, padding, relu, upstream):
   return dx, dk, db
 
 
-@pytest.mark.parametrize('strides,padding,relu', [
-    ((1, 1), 'SAME', True), ((2, 2), 'SAME', True), ((1, 1), 'VALID', False),
-    ((2, 1), 'VALID', True)])
-def test_conv2d_values_and_gradients_match_numpy(strides, padding, relu):
+@pytest.mark.parametrize('strides,padding,relu,library', [
+    ((1, 1), 'SAME', True, 'onednn'), ((2, 2), 'SAME', True, 'xla'),
+    ((2, 2), 'SAME', True, 'onednn'), ((1, 1), 'VALID', False, 'xla'),
+    ((2, 1), 'VALID', True, 'onednn'), ((2, 1), 'VALID', True, 'xla')])
+def test_conv2d_values_and_gradients_match_numpy(strides, padding, relu, library):
   rng = np.random.default_rng(3)
   x = rng.normal(size=(2, 7, 9, 3))
   kernel = rng.normal(size=(3, 3, 3, 4)) * 0.5
@@ -67,13 +68,20 @@ def test_conv2d_values_and_gradients_match_numpy(strides, padding, relu):
   upstream = rng.normal(size=z.shape)
   with tf.GradientTape() as tape:
     tape.watch([tx, tk, tb])
-    y = hybrid_conv.conv2d(tx, tk, tb, strides, padding, relu=relu)
+    y = hybrid_conv.conv2d(tx, tk, tb, strides, padding, relu=relu,
+                           input_grad_library=library)
     loss = tf.reduce_sum(y * tf.constant(upstream, tf.float32))
   dx, dk, db = tape.gradient(loss, [tx, tk, tb])
   np.testing.assert_allclose(y.numpy(), np.maximum(z, 0) if relu else z, atol=1e-4)
   want = _np_grads(x, kernel, bias, strides, padding, relu, upstream)
   for got, ref, name in zip((dx, dk, db), want, ('input', 'kernel', 'bias')):
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-3, rtol=1e-4, err_msg=name)
+
+
+def test_conv2d_refuses_an_unknown_input_grad_library():
+  x = tf.zeros([1, 4, 4, 2])
+  with pytest.raises(ValueError, match='input_grad_library'):
+    hybrid_conv.conv2d(x, tf.zeros([3, 3, 2, 2]), tf.zeros([2]), input_grad_library='cuda')
 
 
 def test_conv2d_skips_gradients_it_is_told_are_not_needed():
@@ -111,16 +119,18 @@ def test_plain_convnet_equals_the_keras_model_with_its_gradients():
   upstream = tf.random.stateless_normal(model(images).shape, seed=[9, 9])
   results = []
   for run in (lambda x: model(x, training=False),
-              lambda x: hybrid_conv.apply_plain_convnet(model, x)):
+              lambda x: hybrid_conv.apply_plain_convnet(model, x),
+              lambda x: hybrid_conv.apply_plain_convnet(model, x, 'onednn')):
     with tf.GradientTape() as tape:
       out = run(images)
       loss = tf.reduce_sum(out * upstream)
     results.append((out, tape.gradient(loss, model.trainable_variables)))
-  (want, want_grads), (got, got_grads) = results
+  (want, want_grads), *hybrids = results
   assert len(model.trainable_variables) == 3  # c2 kernel, bias; c3 kernel
-  np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
-  for g, w in zip(got_grads, want_grads):
-    np.testing.assert_allclose(g.numpy(), w.numpy(), atol=1e-3, rtol=1e-4)
+  for got, got_grads in hybrids:
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
+    for g, w in zip(got_grads, want_grads):
+      np.testing.assert_allclose(g.numpy(), w.numpy(), atol=1e-3, rtol=1e-4)
 
 
 def test_which_models_are_plain_convnets():

@@ -4,7 +4,8 @@ On x86 CPUs (2 AVX-512 cores, fp32, VGG16's shapes at 600x800, measured by
 bench/bench_conv_kernels.py; figures in the README's Performance section) XLA runs a
 3x3 convolution's forward pass well above oneDNN (TensorFlow's own CPU kernels; up to
 twice as fast on 512 channels), while oneDNN runs the filter gradient up to twice as
-fast (128 and 256 channels; about even at 512); input gradients vary by layer and run.
+fast (128 and 256 channels; about even at 512); input gradients are close (see
+DEFAULT_INPUT_GRAD_LIBRARY).
 Compiling the whole backbone with XLA therefore makes inference fast but training slow:
 VGG16's backbone trained 8.9 s whole-XLA, 6.0 s oneDNN, 4.8 s this way. `conv2d` below is one convolution (+ bias + optional
 ReLU) whose forward pass and input gradient are XLA-compiled and whose filter gradient
@@ -33,21 +34,32 @@ def _forward(x, kernel, bias, strides, padding, relu):
   return tf.nn.relu(y) if relu else y
 
 
-@functools.partial(tf.function, jit_compile=True)
-def _output_grads(y, dy, kernel, input_shape, strides, padding, relu, input_grad):
-  """(pre-activation gradient, bias gradient, input gradient or None)."""
-  dz = tf.where(y > 0, dy, tf.zeros_like(dy)) if relu else dy
-  db = tf.reduce_sum(dz, axis=[0, 1, 2])
-  dx = None
-  if input_grad:
-    dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=input_shape, filter=kernel,
+# Which library computes the input gradient (Conv2DBackpropInput): 'onednn' or 'xla'.
+# bench/bench_conv_kernels.py compares both: per kernel oneDNN was a little faster on 3-4
+# of VGG16's 4 shapes in two runs, but the whole backbone trained in the same time either
+# way (4.63 s XLA, 4.68 s oneDNN, interleaved), so XLA (fused with the ReLU mask and the
+# bias gradient) stays the default.
+INPUT_GRAD_LIBRARIES = ('onednn', 'xla')
+DEFAULT_INPUT_GRAD_LIBRARY = 'xla'
+
+
+def _input_grad(dz, kernel, input_shape, strides, padding):
+  return tf.raw_ops.Conv2DBackpropInput(input_sizes=input_shape, filter=kernel,
                                         out_backprop=dz, strides=[1, *strides, 1],
                                         padding=padding)
+
+
+@functools.partial(tf.function, jit_compile=True)
+def _output_grads(y, dy, kernel, input_shape, strides, padding, relu, input_grad):
+  """(pre-activation gradient, bias gradient, input gradient or None), XLA-compiled."""
+  dz = tf.where(y > 0, dy, tf.zeros_like(dy)) if relu else dy
+  db = tf.reduce_sum(dz, axis=[0, 1, 2])
+  dx = _input_grad(dz, kernel, input_shape, strides, padding) if input_grad else None
   return dz, db, dx
 
 
 def conv2d(x, kernel, bias, strides=(1, 1), padding='SAME', relu=True, input_grad=True,
-           filter_grad=True):
+           filter_grad=True, input_grad_library=DEFAULT_INPUT_GRAD_LIBRARY):
   """relu(conv2d(x, kernel) + bias), differentiable, with the kernel split above.
 
   Args:
@@ -56,10 +68,16 @@ def conv2d(x, kernel, bias, strides=(1, 1), padding='SAME', relu=True, input_gra
     input_grad / filter_grad: False skips the input / kernel gradient when the caller
       knows it is not needed (the first trainable layer / a frozen layer); it is then
       returned as None.
+    input_grad_library: 'onednn' (TensorFlow's kernel) or 'xla' (compiled with the
+      ReLU mask and bias gradient).
   Returns [B, H', W', C_out].
   """
+  if input_grad_library not in INPUT_GRAD_LIBRARIES:
+    raise ValueError(f'input_grad_library: {input_grad_library!r} is not one of '
+                     f'{INPUT_GRAD_LIBRARIES}')
   strides = tuple(int(s) for s in strides)
   padding = _tf_padding(padding)
+  xla_input_grad = input_grad and input_grad_library == 'xla'
 
   @tf.custom_gradient
   def op(x, kernel, bias):
@@ -67,7 +85,9 @@ def conv2d(x, kernel, bias, strides=(1, 1), padding='SAME', relu=True, input_gra
 
     def grad(dy):
       dz, db, dx = _output_grads(y, dy, kernel, tf.shape(x), strides, padding, relu,
-                                 input_grad)
+                                 xla_input_grad)
+      if input_grad and not xla_input_grad:
+        dx = _input_grad(dz, kernel, tf.shape(x), strides, padding)
       dk = None
       if filter_grad:
         dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel),
@@ -112,7 +132,7 @@ def is_plain_convnet(model):
   return _unsupported_reason(layers[0]) is None and model.outputs[0] is layers[-1].output
 
 
-def apply_plain_convnet(model, x):
+def apply_plain_convnet(model, x, input_grad_library=DEFAULT_INPUT_GRAD_LIBRARY):
   """Runs `model` (see `is_plain_convnet`) on x [B, H, W, C] with `conv2d`'s kernels.
 
   Gradients flow to the trainable layers' kernels and biases (frozen layers get none,
@@ -130,6 +150,7 @@ def apply_plain_convnet(model, x):
               else tf.zeros([kernel.shape[-1]], kernel.dtype))
       x = conv2d(tf.cast(x, kernel.dtype), kernel, bias, layer.strides, layer.padding,
                  relu=layer.activation is keras.activations.relu,
-                 input_grad=trainable_below, filter_grad=layer.trainable)
+                 input_grad=trainable_below, filter_grad=layer.trainable,
+                 input_grad_library=input_grad_library)
       trainable_below = trainable_below or layer.trainable
   return x
