@@ -19,7 +19,10 @@ kernels (gradients flow through W * s) and exported SavedModels are unchanged.
 A ZeroPadding2D whose only consumer is such a conv (VALID) is absorbed too when, for the
 input's static size, it pads exactly as SAME would (MobileNetV2's ((0, 1), (0, 1)) before
 its stride-2 convs, on even sizes): the padding layer passes its input through and the
-conv pads itself, one copy of the activations fewer. Odd or unknown sizes keep the Pad.
+conv pads itself, one copy of the activations fewer. Odd sizes keep the Pad; so do
+unknown ones (SavedModel signatures), unless the caller declares the input size a
+multiple of something that makes them all even (`input_size_multiple(32)`: the serving
+module does).
 
 A pair whose batch norm is trainable at call time runs the layers' original calls, so
 `--train_batch_norm` (batch statistics in training) is not affected; inside
@@ -51,6 +54,20 @@ def moving_statistics():
     yield
   finally:
     _STATE.moving_statistics = previous
+
+
+@contextlib.contextmanager
+def input_size_multiple(multiple):
+  """Within it, the model's input height and width are known to be multiples of
+  `multiple` (the serving preprocess pads to 32), so a ZeroPadding2D whose input size is
+  unknown at trace time is absorbed when every such size pads as SAME would. Per
+  thread; nests."""
+  previous = getattr(_STATE, 'input_size_multiple', None)
+  _STATE.input_size_multiple = int(multiple)
+  try:
+    yield
+  finally:
+    _STATE.input_size_multiple = previous
 
 
 def _folds(batch_norm):
@@ -163,13 +180,46 @@ def zero_padding_equals_same(padding, input_shape, conv):
   return True
 
 
-def _absorbing_padding_call(pad, conv, padding_state, call_before_folding, inputs):
+def _shape_for_padding_check(input_shape, conv, input_stride):
+  """input_shape with unknown H / W replaced by a size that stands for all the sizes
+  input_size_multiple() allows, when they all pad alike (conv's stride divides their
+  common step); unknown otherwise."""
+  multiple = getattr(_STATE, 'input_size_multiple', None)
+  shape = list(input_shape)
+  for axis, stride in zip((1, 2), conv.strides):
+    if shape[axis] is not None:
+      continue
+    if multiple and input_stride and multiple % input_stride == 0:
+      step = multiple // input_stride  # the padding layer's input sizes: multiples of it
+      if step % stride == 0:
+        shape[axis] = step * (1 + max(conv.kernel_size))  # any multiple pads the same
+  return shape
+
+
+def _absorbing_padding_call(pad, conv, padding_state, call_before_folding, input_stride,
+                            inputs):
   """ZeroPadding2D call: identity when `conv` can pad the same way itself (SAME), which
   saves a copy of the activations; the padded tensor otherwise."""
-  padding_state.absorbed = zero_padding_equals_same(pad.padding, inputs.shape, conv)
+  shape = _shape_for_padding_check(inputs.shape, conv, input_stride)
+  padding_state.absorbed = zero_padding_equals_same(pad.padding, shape, conv)
   if padding_state.absorbed:
     return inputs
   return call_before_folding(inputs)
+
+
+def _input_stride(model, layer):
+  """Model-input pixels per pixel of `layer`'s input (MobileNetV2's block_1_pad: 2), from
+  a symbolic run at 1024x1024; None when not a whole number or not computable."""
+  try:
+    tensors = layer._inbound_nodes[0].input_tensors  # pylint: disable=protected-access
+    tensor = tensors[0] if isinstance(tensors, (list, tuple)) else tensors
+    upstream = keras.Model(model.inputs, tensor)
+    spec = upstream.compute_output_spec(
+        keras.KerasTensor((1, 1024, 1024) + tuple(model.inputs[0].shape[3:])))
+    side = spec.shape[1]
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return 1024 // side if side and 1024 % side == 0 else None
 
 
 def _folded_batch_norm_call(batch_norm, call_before_folding, inputs, training=None,
@@ -198,7 +248,7 @@ def fold_frozen_batch_norm(model):
         and pad.data_format == 'channels_last' and conv.padding == 'valid'):
       padding_state = threading.local()
       pad.call = functools.partial(_absorbing_padding_call, pad, conv, padding_state,
-                                   pad.call)
+                                   pad.call, _input_stride(model, pad))
     conv_call = functools.partial(_folded_conv_call, conv, batch_norm, padding_state)
     conv_call.folds_batch_norm = True
     conv.call = conv_call

@@ -1,6 +1,8 @@
 """Tests of faster_rcnn_tf.batch_norm_folding: folded conv + frozen batch norm against a
 numpy convolution and the batch norm formula, gradients, trainable batch norm, weights."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -258,6 +260,14 @@ def test_folded_model_exports_and_serves_the_same_detections(tmp_path):
     op_types |= {n.op for n in function.node_def}
   assert 'DepthwiseConv2dNative' in op_types and 'Rsqrt' in op_types
   assert not any('BatchNorm' in t for t in op_types)
+
+  def pad_count(graph_def):
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    return sum(n.op in ('Pad', 'PadV2') for n in nodes)
+  # The serving module pads its input to a multiple of 32: MobileNetV2's three
+  # ZeroPadding2D layers (blocks 1, 3, 6) become the convs' own SAME padding.
+  reference_graph = reference.signatures()['detect_images'].graph.as_graph_def()
+  assert pad_count(reference_graph) - pad_count(graph) == 3
   (key,) = signature.structured_input_signature[1]
   served = signature(**{key: images})
   want = reference.signatures()['detect_images'](images)
@@ -344,3 +354,30 @@ def test_absorbed_padding_with_batch_statistics_equals_keras():
   x = np.random.default_rng(6).normal(size=(2, 8, 10, 3)).astype(np.float32)
   np.testing.assert_allclose(folded(x, training=True).numpy(),
                              plain(x, training=True).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('multiple,absorbed', [(None, False), (4, True), (2, True),
+                                                (3, False)])
+def test_unknown_sizes_pad_alike_under_a_declared_input_multiple(multiple, absorbed):
+  """The padded model's pad sees the input's own size (1x1 conv, stride 1): multiples of
+  2 are all even, so absorbed; multiples of 3 may be odd; no declaration: kept."""
+  model = _padded_model()
+  batch_norm_folding.fold_frozen_batch_norm(model)
+  context = (batch_norm_folding.input_size_multiple(multiple) if multiple
+             else contextlib.nullcontext())
+  fn = tf.function(lambda t: model(t, training=False))
+  with context:
+    graph = fn.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32)).graph
+  pads = [op for op in graph.get_operations() if op.type in ('Pad', 'PadV2')]
+  assert (not pads) == absorbed
+  x = np.random.default_rng(7).normal(size=(2, 12, 6, 3)).astype(np.float32)
+  np.testing.assert_allclose(fn(x).numpy(), _np_padded_model(model, x.astype(np.float64)),
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_mobilenet_padding_strides():
+  net = backbones.build_backbone('mobilenet_v2', None)
+  strides = {layer.name: batch_norm_folding._input_stride(net.features, layer)  # pylint: disable=protected-access
+             for layer in net.features.layers
+             if isinstance(layer, keras.layers.ZeroPadding2D)}
+  assert strides == {'block_1_pad': 2, 'block_3_pad': 4, 'block_6_pad': 8}

@@ -21,6 +21,7 @@ batch is unaffected. In detect_images a zero height or width raises InvalidArgum
 
 import tensorflow as tf
 
+from faster_rcnn_tf import batch_norm_folding
 from faster_rcnn_tf import inputs
 from faster_rcnn_tf.serving import preprocess
 
@@ -120,7 +121,9 @@ class DetectionModule(tf.Module):
     m = self.model.detection_generator.max_detections
 
     def run():
-      detections = self.model.detect(batch['images'], batch['image_sizes'])
+      # The preprocess pads to pad_multiple: lets the backbone skip padding copies.
+      with batch_norm_folding.input_size_multiple(self._pad_multiple):
+        detections = self.model.detect(batch['images'], batch['image_sizes'])
       return self.postprocess(detections, batch['image_sizes'])
 
     def empty():  # The backbone's convolutions fail on an empty batch.
