@@ -10,7 +10,9 @@ Modes:
   tf_function  tf.function(model.detect) on float32 images (random weights, 20 classes);
   xla          the same with jit_compile=True;
   saved_model  the `detect_images` signature (uint8 [B, H, W, 3]) of an exported
-               SavedModel: --saved_model=BASE/N (or BASE: its highest numbered version).
+               SavedModel: --saved_model=BASE/N (or BASE: its highest numbered version);
+               several, comma-separated, are timed interleaved (lines after the first
+               path's carry speedup_over_first_saved_model).
                Skipped, with a note on stderr, when no --saved_model is given.
 
 The batch sizes (and --fold_batch_norm=both's two models) of one mode and size are timed
@@ -73,7 +75,8 @@ def build_parser():
                       'not, or both (timed interleaved; the folded lines carry '
                       'speedup_over_unfolded).')
   parser.add_argument('--saved_model', default='',
-                      help='Exported SavedModel (BASE/N, or BASE for its latest N).')
+                      help='Exported SavedModel (BASE/N, or BASE for its latest N); a '
+                      'comma-separated list compares several, timed interleaved.')
   parser.add_argument('--saved_model_backbone', default='',
                       help="The exported model's backbone (for its FLOPs; optional).")
   common.add_common_args(parser, repeats=5, warmup=1)
@@ -206,6 +209,66 @@ def _error(args, backbone, mode, height, width, batch, exc):
                       'error': f'{type(exc).__name__}: {str(exc)[:500]}'})
 
 
+def _saved_model_under_test(path, backbone_override):
+  """(caller, FLOP model or None, (min_size, max_size, pad_multiple) or None)."""
+  call = saved_model_caller(path)
+  structure = saved_model_structure(path, backbone_override)
+  if not structure:
+    common.note(f'{path}: no bench_info.json / export_info.json and no '
+                '--saved_model_backbone: FLOPs and roofline fraction left out')
+    return call, None, None
+  kwargs, min_size, max_size, pad_multiple = structure
+  kwargs = dict(kwargs)
+  flop_model = common.build_model(kwargs.pop('backbone'), kwargs.pop('num_classes'), 0,
+                                  **kwargs)
+  return call, flop_model, (min_size, max_size, pad_multiple)
+
+
+def _run_saved_models(args, sizes, batches, matmul, records):
+  """saved_model mode: every --saved_model path and batch timed interleaved per size."""
+  import tensorflow as tf
+  from bench import flops as flops_lib
+  paths = [resolve_saved_model(p) for p in common.parse_list(args.saved_model)]
+  models = {path: _saved_model_under_test(path, args.saved_model_backbone)
+            for path in paths}
+  for height, width in sizes:
+    inputs = {batch: tf.constant(common.random_images(batch, height, width, args.seed)[0]
+                                 .astype('uint8')) for batch in batches}
+    calls = {(path, batch): (lambda c=models[path][0], x=inputs[batch]: c(x))
+             for path in paths for batch in batches}
+    try:
+      timings = common.time_interleaved(calls, args.warmup, args.repeats)
+    except Exception as e:  # pylint: disable=broad-except
+      records.extend(_error(args, None, 'saved_model', height, width, batch, e)
+                     for batch in batches)
+      continue
+    per_image = {key: statistics.median(times) / key[1]
+                 for key, (_, times) in timings.items()}
+    for (path, batch), (warm, times) in timings.items():
+      _, flop_model, sizing = models[path]
+      flop = seen = bound = None
+      if flop_model:
+        seen = processed_size(height, width, *sizing)
+        flop = flops_lib.model_flops(flop_model, seen[0], seen[1])
+        bound = flops_lib.roofline_bound_seconds(flop_model, seen[0], seen[1], batch,
+                                                 matmul['matmul_gflops'],
+                                                 matmul.get('bandwidth_gbs'))
+      backbone = flop_model.backbone_name if flop_model else ''
+      extra = {'config': f'saved_model/{backbone or "unknown"}',
+               'num_rois': (flop_model.proposal_layer.test_post_nms_topk
+                            if flop_model else None),
+               'saved_model': path,
+               'network_input_size': list(seen) if seen else None}
+      if batch != 1 and (path, 1) in per_image:
+        extra['throughput_over_batch_1'] = round(
+            per_image[(path, 1)] / per_image[(path, batch)], 4)
+      if path != paths[0]:
+        extra['speedup_over_first_saved_model'] = round(
+            per_image[(paths[0], batch)] / per_image[(path, batch)], 4)
+      records.append(_record(args, backbone, 'saved_model', height, width, batch, warm,
+                             times, flop, matmul, extra=extra, bound=bound))
+
+
 def run(args):
   """Runs every measurement; returns the list of records (each also printed)."""
   import tensorflow as tf
@@ -270,46 +333,7 @@ def run(args):
     if not args.saved_model:
       common.note('saved_model mode skipped: no --saved_model=EXPORT_DIR given')
     else:
-      path = resolve_saved_model(args.saved_model)
-      call = saved_model_caller(path)
-      structure = saved_model_structure(path, args.saved_model_backbone)
-      flop_model = None
-      if structure:
-        kwargs, min_size, max_size, pad_multiple = structure
-        kwargs = dict(kwargs)
-        flop_model = common.build_model(kwargs.pop('backbone'), kwargs.pop('num_classes'),
-                                        args.seed, **kwargs)
-      else:
-        common.note(f'{path}: no bench_info.json / export_info.json and no '
-                    '--saved_model_backbone: FLOPs and roofline fraction left out')
-      sm_backbone = flop_model.backbone_name if flop_model else ''
-      for height, width in sizes:
-        flop, seen = None, None
-        if flop_model:
-          seen = processed_size(height, width, min_size, max_size, pad_multiple)
-          flop = flops_lib.model_flops(flop_model, seen[0], seen[1])
-        for batch in batches:
-          bound = (flops_lib.roofline_bound_seconds(flop_model, seen[0], seen[1], batch,
-                                                    matmul['matmul_gflops'],
-                                                    matmul.get('bandwidth_gbs'))
-                   if flop_model else None)
-          images, _ = common.random_images(batch, height, width, args.seed)
-          images = tf.constant(images.astype('uint8'))
-          try:
-            warm, times = common.time_fn(lambda: call(images),  # pylint: disable=cell-var-from-loop
-                                         args.warmup, args.repeats)
-          except Exception as e:  # pylint: disable=broad-except
-            records.append(_error(args, sm_backbone or None, 'saved_model', height, width,
-                                  batch, e))
-            continue
-          records.append(_record(args, sm_backbone, 'saved_model', height, width, batch,
-                                 warm, times, flop, matmul,
-                                 extra={'config': f'saved_model/{sm_backbone or "unknown"}',
-                                        'num_rois': (flop_model.proposal_layer.test_post_nms_topk
-                                                     if flop_model else None),
-                                        'saved_model': path,
-                                        'network_input_size': list(seen) if seen else None},
-                                 bound=bound))
+      _run_saved_models(args, sizes, batches, matmul, records)
   return records
 
 

@@ -148,3 +148,31 @@ def test_bandwidth_is_measured_and_printed_with_the_roofline(capsys):
                                           measured['tf_bandwidth_gbs']) > 0
   assert common.measure_bandwidth(0) == {}
   assert common.bound_fields(0.5, 2.0) == {'bound_sec_per_image': 0.5, 'bound_fraction': 0.25}
+
+
+def test_saved_model_mode_times_several_exports_interleaved(tmp_path, capsys):
+  from bench import export_random
+  base = str(tmp_path / 'exports')
+  paths = [export_random.export(export_random.build_parser().parse_args([
+      '--backbone=tiny', f'--export_dir={base}', '--min_size=64', '--max_size=96',
+      '--num_rois=16'])) for _ in range(2)]
+  args = bench_inference.build_parser().parse_args([
+      '--modes=saved_model', f'--saved_model={paths[0]},{base}', '--sizes=64x96',
+      '--batches=1,2', '--repeats=2', '--warmup=1', '--matmul_size=64',
+      '--matmul_repeats=1', '--bandwidth_mb=8'])
+  records = bench_inference.run(args)[1:]
+  capsys.readouterr()
+  assert [(r['saved_model'], r['batch']) for r in records] == [
+      (paths[0], 1), (paths[0], 2), (paths[1], 1), (paths[1], 2)]  # BASE -> latest
+  by_key = {(r['saved_model'], r['batch']): r for r in records}
+  for path in paths:
+    assert by_key[(path, 2)]['throughput_over_batch_1'] == pytest.approx(
+        by_key[(path, 1)]['sec_per_image_median'] / by_key[(path, 2)]['sec_per_image_median'],
+        rel=1e-3)
+  for batch in (1, 2):
+    assert 'speedup_over_first_saved_model' not in by_key[(paths[0], batch)]
+    assert by_key[(paths[1], batch)]['speedup_over_first_saved_model'] == pytest.approx(
+        by_key[(paths[0], batch)]['sec_per_image_median']
+        / by_key[(paths[1], batch)]['sec_per_image_median'], rel=1e-3)
+  assert all(r['network_input_size'] == [64, 96] and r['gflop_per_image'] > 0
+             for r in records)
