@@ -29,6 +29,10 @@ A pair whose batch norm is trainable at call time runs the layers' original call
 `moving_statistics()` (the caller runs the model in inference mode) trainable batch norm
 is folded too, so a model trained with its batch norm infers and exports as fast as one
 with frozen batch norm.
+
+Caveat: a rewired batch norm (or padding) layer called on its own, outside its model, is
+an identity while folded: its conv did its work. Build with
+`backbones.build_backbone(fold_batch_norm=False)` to reuse the layers one by one.
 """
 
 import contextlib
@@ -40,7 +44,7 @@ import tensorflow as tf
 
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
-_STATE = threading.local()  # .moving_statistics: inside moving_statistics()
+_STATE = threading.local()  # .moving_statistics, .input_size_multiple: the contexts below
 
 
 @contextlib.contextmanager
