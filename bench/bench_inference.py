@@ -70,10 +70,8 @@ def build_parser():
   parser.add_argument('--modes', default=','.join(MODES), help=f'Any of {MODES}.')
   parser.add_argument('--num_rois', type=int, default=300,
                       help='test_post_nms_topk: RoIs per image through the head.')
-  parser.add_argument('--fold_batch_norm', default='on', choices=('on', 'off', 'both'),
-                      help='Frozen batch norm folded into the convs (the model default), '
-                      'not, or both (timed interleaved; the folded lines carry '
-                      'speedup_over_unfolded).')
+  common.add_fold_batch_norm_arg(
+      parser, 'timed interleaved; the folded lines carry speedup_over_unfolded')
   parser.add_argument('--saved_model', default='',
                       help='Exported SavedModel (BASE/N, or BASE for its latest N); a '
                       'comma-separated list compares several, timed interleaved.')
@@ -209,7 +207,7 @@ def _error(args, backbone, mode, height, width, batch, exc):
                       'error': f'{type(exc).__name__}: {str(exc)[:500]}'})
 
 
-def _saved_model_under_test(path, backbone_override):
+def _saved_model_under_test(path, backbone_override, seed):
   """(caller, FLOP model or None, (min_size, max_size, pad_multiple) or None)."""
   call = saved_model_caller(path)
   structure = saved_model_structure(path, backbone_override)
@@ -219,7 +217,7 @@ def _saved_model_under_test(path, backbone_override):
     return call, None, None
   kwargs, min_size, max_size, pad_multiple = structure
   kwargs = dict(kwargs)
-  flop_model = common.build_model(kwargs.pop('backbone'), kwargs.pop('num_classes'), 0,
+  flop_model = common.build_model(kwargs.pop('backbone'), kwargs.pop('num_classes'), seed,
                                   **kwargs)
   return call, flop_model, (min_size, max_size, pad_multiple)
 
@@ -229,7 +227,7 @@ def _run_saved_models(args, sizes, batches, matmul, records):
   import tensorflow as tf
   from bench import flops as flops_lib
   paths = [resolve_saved_model(p) for p in common.parse_list(args.saved_model)]
-  models = {path: _saved_model_under_test(path, args.saved_model_backbone)
+  models = {path: _saved_model_under_test(path, args.saved_model_backbone, args.seed)
             for path in paths}
   for height, width in sizes:
     inputs = {batch: tf.constant(common.random_images(batch, height, width, args.seed)[0]
@@ -283,7 +281,7 @@ def run(args):
   matmul = common.start('inference', args)
   records = [common.matmul_record('inference', args, matmul)]
 
-  fold_variants = {'on': (True,), 'off': (False,), 'both': (True, False)}[args.fold_batch_norm]
+  fold_variants = common.fold_variants(args.fold_batch_norm)
   for backbone in common.parse_list(args.backbones):
     model_modes = [m for m in modes if m != 'saved_model']
     if not model_modes:

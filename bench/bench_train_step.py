@@ -43,9 +43,7 @@ def build_parser():
                       help="off: no XLA; backbone: only the backbone XLA-compiled (the "
                       "model's compile_backbone); on: Trainer(jit_compile=True); both: off "
                       "and on; all: the three.")
-  parser.add_argument('--fold_batch_norm', default='on', choices=('on', 'off', 'both'),
-                      help='Frozen batch norm folded into the convs (the model default), '
-                      'not, or both (one after the other).')
+  common.add_fold_batch_norm_arg(parser, 'one after the other')
   parser.add_argument('--learning_rate', type=float, default=0.001)
   parser.add_argument('--num_boxes', type=int, default=5, help='Ground-truth boxes per image.')
   parser.add_argument('--freeze_early_layers', type=int, default=1,
@@ -87,8 +85,7 @@ def run(args):
   records = [common.matmul_record('train_step', args, matmul)]
   for backbone in common.parse_list(args.backbones):
     settings = [(jit, fold) for jit in xla_settings(args.xla)
-                for fold in {'on': (True,), 'off': (False,), 'both': (True, False)}[
-                    args.fold_batch_norm]]
+                for fold in common.fold_variants(args.fold_batch_norm)]
     for jit, fold in settings:
       mode = {False: 'train_step', True: 'train_step_xla',
               'backbone': 'train_step_xla_backbone'}[jit]

@@ -121,6 +121,23 @@ def add_common_args(parser, repeats=5, warmup=1):
                       help='Foreground classes (20: VOC).')
 
 
+FOLD_BATCH_NORM_VARIANTS = {'on': (True,), 'off': (False,), 'both': (True, False)}
+
+
+def add_fold_batch_norm_arg(parser, both_means):
+  """--fold_batch_norm=on|off|both (the model's fold_batch_norm; see
+  `fold_variants`); both_means says how this script runs the two."""
+  parser.add_argument('--fold_batch_norm', default='on',
+                      choices=tuple(FOLD_BATCH_NORM_VARIANTS),
+                      help='Frozen batch norm folded into the convs (the model default), '
+                      f'not, or both ({both_means}).')
+
+
+def fold_variants(value):
+  """--fold_batch_norm value -> the model fold_batch_norm values to run, folded first."""
+  return FOLD_BATCH_NORM_VARIANTS[value]
+
+
 def parse_sizes(text):
   """'600x800,600x1000' -> [(600, 800), (600, 1000)]."""
   sizes = []
