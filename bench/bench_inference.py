@@ -3,7 +3,7 @@
     python bench/bench_inference.py [--backbones=vgg16,resnet50,mobilenet_v2,tiny]
         [--sizes=600x800,600x1000] [--batches=1,8] [--modes=tf_function,xla,saved_model]
         [--saved_model=EXPORT_DIR] [--saved_model_backbone=vgg16]
-        [--fold_batch_norm=on|off|both]
+        [--fold_batch_norm=on|off|both] [--mixed_precision=0|1]
         [--repeats=5] [--warmup=1] [--threads=2]
 
 Modes:
@@ -183,7 +183,7 @@ def _record(args, backbone, mode, height, width, batch, warm, times, flop, matmu
   rec = {'bench': 'inference',
          'config': f'{backbone}/voc{args.num_classes}/rois{args.num_rois}',
          'backbone': backbone or None, 'mode': mode, 'height': height, 'width': width,
-         'batch': batch, 'num_rois': args.num_rois}
+         'batch': batch, 'num_rois': args.num_rois, 'precision': common.precision()}
   rec.update(common.thread_info(args.threads))
   rec.update(fields)
   rec.update(common.roofline_fields(flop['total'] if flop else None,
@@ -250,7 +250,8 @@ def _run_saved_models(args, sizes, batches, matmul, records):
         flop = flops_lib.model_flops(flop_model, seen[0], seen[1])
         bound = flops_lib.roofline_bound_seconds(flop_model, seen[0], seen[1], batch,
                                                  matmul['matmul_gflops'],
-                                                 matmul.get('bandwidth_gbs'))
+                                                 matmul.get('bandwidth_gbs'),
+                                                 activation_bytes=common.activation_bytes())
       backbone = flop_model.backbone_name if flop_model else ''
       extra = {'config': f'saved_model/{backbone or "unknown"}',
                'num_rois': (flop_model.proposal_layer.test_post_nms_topk
@@ -302,7 +303,8 @@ def run(args):
         inputs[batch] = (tf.constant(images), tf.constant(image_sizes))
       bounds = {batch: flops_lib.roofline_bound_seconds(
           models[fold_variants[0]], height, width, batch, matmul['matmul_gflops'],
-          matmul.get('bandwidth_gbs')) for batch in batches}
+          matmul.get('bandwidth_gbs'), activation_bytes=common.activation_bytes())
+          for batch in batches}
       for mode in model_modes:
         calls = {(batch, fold): (lambda fn=fns[fold][mode], x=inputs[batch]:
                                  common.to_host(fn(*x)))

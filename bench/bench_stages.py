@@ -121,7 +121,9 @@ def run(args):
           }
           bound = flops_lib.roofline_bound_seconds(model, height, width, batch,
                                                    matmul['matmul_gflops'],
-                                                   matmul.get('bandwidth_gbs')) or {}
+                                                   matmul.get('bandwidth_gbs'),
+                                                   activation_bytes=common.activation_bytes()
+                                                   ) or {}
           stage_bounds = {'backbone': bound.get('backbone'), 'rpn_head': bound.get('rpn'),
                           'roi_head': bound.get('roi_head'), 'total': bound.get('total')}
           stage_flops = {'backbone': flop['parts']['backbone']['forward'],

@@ -3,7 +3,7 @@ gradients, weight decay, SGD momentum update), per backbone, image size and batc
 
     python bench/bench_train_step.py [--backbones=vgg16,resnet50,mobilenet_v2,tiny]
         [--sizes=600x800] [--batches=1,4] [--xla=off|on|both]
-        [--fold_batch_norm=on|off|both]
+        [--fold_batch_norm=on|off|both] [--mixed_precision=0|1]
         [--repeats=5] [--warmup=1] [--threads=2]
 
 The model has random weights, 20 classes and the model defaults (VGG16 / ResNet with
@@ -69,6 +69,9 @@ def make_trainer(backbone, args, jit_compile, fold_batch_norm=True):
                                compile_backbone=jit_compile == 'backbone',
                                fold_batch_norm=fold_batch_norm)
     opt = optimizer_lib.build_optimizer(args.learning_rate, momentum=0.9)
+    if args.mixed_precision:  # as train.py --mixed_precision
+      import keras
+      opt = keras.optimizers.LossScaleOptimizer(opt)
   trainer = Trainer(model, opt, strategy, seed=args.seed, weight_decay=1e-4,
                     bias_lr_multiplier=2.0, jit_compile=jit_compile is True)
   return model, trainer
@@ -116,7 +119,8 @@ def run(args):
                             f'roi{model.proposal_targets.num_samples}/'
                             f'{"frozen_early" if args.freeze_early_layers else "all_trainable"}'),
                  'backbone': backbone, 'mode': mode, 'height': height, 'width': width,
-                 'batch': batch, 'num_rois': flop['num_rois'], 'fold_batch_norm': fold}
+                 'batch': batch, 'num_rois': flop['num_rois'], 'fold_batch_norm': fold,
+                 'precision': common.precision()}
           rec.update(common.thread_info(args.threads))
           rec.update(fields)
           rec['sec_per_step_median'] = fields['sec_per_batch_median']

@@ -119,6 +119,10 @@ def add_common_args(parser, repeats=5, warmup=1):
   parser.add_argument('--seed', type=int, default=0, help='Weights and inputs seed.')
   parser.add_argument('--num_classes', type=int, default=NUM_CLASSES,
                       help='Foreground classes (20: VOC).')
+  parser.add_argument('--mixed_precision', type=int, default=0, choices=(0, 1),
+                      help="1: Keras' mixed_float16 policy (float16 compute, float32 "
+                      'variables; loss scaling in training), as train.py '
+                      '--mixed_precision; the roofline is then the float16 matmul.')
 
 
 FOLD_BATCH_NORM_VARIANTS = {'on': (True,), 'off': (False,), 'both': (True, False)}
@@ -219,11 +223,16 @@ def _round(x, digits=5):
 
 # ---- the matmul roofline ----
 
-def measure_matmul(n=4096, repeats=3, seed=0):
-  """Best fp32 GFLOP/s of an n x n matmul, numpy's BLAS and TensorFlow, same threads.
+def measure_matmul(n=4096, repeats=3, seed=0, dtype='float32'):
+  """Best GFLOP/s of an n x n matmul: numpy's BLAS (float32 only) and TensorFlow (on
+  its default device: the GPU when there is one), same threads.
 
-  Returns {'matmul_n', 'numpy_gflops', 'tf_gflops', 'matmul_gflops' (the faster),
-  'matmul_source'}.
+  dtype: 'float32' or 'float16' (the mixed_float16 compute type; TensorFlow only, as
+  numpy has no fast float16 matmul). On NVIDIA GPUs TensorFlow runs float32 matmuls as
+  TF32 unless that is switched off (`tf32` in the record says which).
+
+  Returns {'matmul_n', 'matmul_dtype', 'numpy_gflops', 'tf_gflops', 'matmul_gflops'
+  (the faster), 'matmul_source', 'tf32'}.
   """
   import numpy as np
   import tensorflow as tf
@@ -231,16 +240,20 @@ def measure_matmul(n=4096, repeats=3, seed=0):
   rng = np.random.default_rng(seed)
   a = rng.standard_normal((n, n), dtype=np.float32)
   b = rng.standard_normal((n, n), dtype=np.float32)
-  _, np_times = time_fn(lambda: np.matmul(a, b), 1, repeats)
-  ta, tb = tf.constant(a), tf.constant(b)
+  np_g = 0.0
+  if dtype == 'float32':
+    _, np_times = time_fn(lambda: np.matmul(a, b), 1, repeats)
+    np_g = flops / min(np_times) / 1e9
+  ta, tb = tf.cast(tf.constant(a), dtype), tf.cast(tf.constant(b), dtype)
   tf_matmul = tf.function(lambda x, y: tf.reduce_sum(tf.linalg.matmul(x, y)[:1, :1]))
   # The reduce keeps the device -> host copy tiny; the full product is still computed.
   _, tf_times = time_fn(lambda: tf_matmul(ta, tb).numpy(), 1, repeats)
-  np_g = flops / min(np_times) / 1e9
   tf_g = flops / min(tf_times) / 1e9
-  return {'matmul_n': n, 'numpy_gflops': _round(np_g, 4), 'tf_gflops': _round(tf_g, 4),
+  return {'matmul_n': n, 'matmul_dtype': dtype,
+          'numpy_gflops': _round(np_g, 4) if np_g else None, 'tf_gflops': _round(tf_g, 4),
           'matmul_gflops': _round(max(np_g, tf_g), 4),
-          'matmul_source': 'numpy' if np_g >= tf_g else 'tensorflow'}
+          'matmul_source': 'numpy' if np_g >= tf_g else 'tensorflow',
+          'tf32': bool(tf.config.experimental.tensor_float_32_execution_enabled())}
 
 
 def measure_bandwidth(megabytes=256, repeats=5):
@@ -308,8 +321,30 @@ def host_fields():
   except OSError:
     load = None
   return {'cpu_count': os.cpu_count(), 'load_avg': load, 'tf_version': tf.__version__,
-          'machine': platform.machine(),
+          'machine': platform.machine(), 'gpus': gpu_names(),
+          'precision': precision(),
           'onednn_opts': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}
+
+
+def precision():
+  """The Keras global dtype policy's name ('float32' or 'mixed_float16')."""
+  import keras
+  return keras.mixed_precision.global_policy().name
+
+
+def activation_bytes():
+  """Bytes per activation value under the global policy: 2 (mixed_float16) or 4."""
+  return 2 if precision() == 'mixed_float16' else 4
+
+
+def gpu_names():
+  """The names of TensorFlow's visible GPUs ([] on a CPU-only machine)."""
+  import tensorflow as tf
+  names = []
+  for gpu in tf.config.list_physical_devices('GPU'):
+    details = tf.config.experimental.get_device_details(gpu)
+    names.append(details.get('device_name', gpu.name))
+  return names
 
 
 def emit(record, stream=None):
@@ -328,10 +363,15 @@ def matmul_record(bench, args, matmul):
 
 
 def start(bench, args):
-  """Threads, then the matmul roofline and memory bandwidth of this run (printed as
-  the first JSON line)."""
+  """Threads and precision policy, then the matmul roofline (in the compute dtype) and
+  memory bandwidth of this run (printed as the first JSON line)."""
   apply_tf_threads(args.threads)
-  matmul = measure_matmul(args.matmul_size, args.matmul_repeats, args.seed)
+  dtype = 'float32'
+  if getattr(args, 'mixed_precision', 0):
+    import keras
+    keras.mixed_precision.set_global_policy('mixed_float16')
+    dtype = 'float16'
+  matmul = measure_matmul(args.matmul_size, args.matmul_repeats, args.seed, dtype)
   matmul.update(measure_bandwidth(getattr(args, 'bandwidth_mb', 0)))
   emit(matmul_record(bench, args, matmul))
   return matmul

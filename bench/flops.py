@@ -184,14 +184,15 @@ def model_flops(model, height, width, training=False, num_rois=None):
 
 
 def roofline_bound_seconds(model, height, width, batch, matmul_gflops, bandwidth_gbs,
-                           num_rois=None):
+                           num_rois=None, activation_bytes=4):
   """Inference seconds per image that the roofline model allows, by part: the sum over
   the counted layers (convs, depthwise convs, dense) of
 
       max(FLOPs / matmul GFLOP/s,  bytes / bandwidth GB/s),
 
-  bytes = float32 input and output activations of the layer (once each: batch norm,
-  bias and activation assumed fused into it) + its weights once per batch of `batch`
+  bytes = input and output activations of the layer at `activation_bytes` per value (4:
+  float32; 2: float16 under mixed precision), once each (batch norm, bias and
+  activation assumed fused into it) + its float32 weights once per batch of `batch`
   images. The RoI head runs on num_rois RoIs per image (default test_post_nms_topk).
   Pooling, adds, padding, crops and NMS are left out (as in the FLOP count), so real
   runs sit below the bound by at least their cost.
@@ -206,7 +207,7 @@ def roofline_bound_seconds(model, height, width, batch, matmul_gflops, bandwidth
   flops_rate, bytes_rate = matmul_gflops * 1e9, bandwidth_gbs * 1e9
 
   def bound(row, copies):
-    activations = 4.0 * (_prod(row.input_shape) + _prod(row.output_shape)) * copies
+    activations = float(activation_bytes) * (_prod(row.input_shape) + _prod(row.output_shape)) * copies
     weights = 4.0 * row.weight_count / batch
     return max(row.forward * copies / flops_rate, (activations + weights) / bytes_rate)
   parts = {part: sum(bound(r, 1) for r in rows if r.part == part)

@@ -126,13 +126,16 @@ def test_roofline_bound_is_flops_or_bytes_whichever_is_slower():
   # Unlimited FLOP rate: bytes at the bandwidth. The tiny backbone by hand: per stage a
   # 3x3 conv (cin -> ch) and a 3x3 stride-2 conv (ch -> ch), each reading its input,
   # writing its output and reading its weights (kernel + bias) once per batch.
-  for batch in (1, 4):
+  # Under mixed precision (activation_bytes=2) the activations move half the bytes.
+  for batch, value_bytes in ((1, 4), (4, 4), (4, 2)):
     moved, h, w, cin = 0.0, 64, 96, 3
     for ch in (16, 32, 64, 128):
-      moved += 4 * (h * w * cin + h * w * ch) + 4 * (9 * cin * ch + ch) / batch
-      moved += 4 * (h * w * ch + (h // 2) * (w // 2) * ch) + 4 * (9 * ch * ch + ch) / batch
+      moved += value_bytes * (h * w * cin + h * w * ch) + 4 * (9 * cin * ch + ch) / batch
+      moved += (value_bytes * (h * w * ch + (h // 2) * (w // 2) * ch)
+                + 4 * (9 * ch * ch + ch) / batch)
       h, w, cin = h // 2, w // 2, ch
-    by_bytes = flops.roofline_bound_seconds(model, 64, 96, batch, 1e12, 2.0)
+    by_bytes = flops.roofline_bound_seconds(model, 64, 96, batch, 1e12, 2.0,
+                                            activation_bytes=value_bytes)
     assert by_bytes['backbone'] == pytest.approx(moved / 2e9, rel=1e-6)
   # Mixed: never faster than either limit alone, part by part.
   mixed = flops.roofline_bound_seconds(model, 64, 96, 1, 100.0, 2.0)
@@ -176,3 +179,37 @@ def test_saved_model_mode_times_several_exports_interleaved(tmp_path, capsys):
         / by_key[(paths[1], batch)]['sec_per_image_median'], rel=1e-3)
   assert all(r['network_input_size'] == [64, 96] and r['gflop_per_image'] > 0
              for r in records)
+
+
+def test_compare_torchvision_joins_matching_lines(tmp_path, capsys):
+  from bench import compare_torchvision
+  ours = [
+      {'bench': 'inference', 'backbone': 'vgg16', 'mode': 'tf_function', 'height': 600,
+       'width': 800, 'batch': 1, 'precision': 'float32', 'sec_per_image_median': 0.02},
+      {'bench': 'inference', 'backbone': 'vgg16', 'mode': 'xla', 'height': 600,
+       'width': 800, 'batch': 1, 'precision': 'float32', 'sec_per_image_median': 0.5},
+      {'bench': 'train_step', 'backbone': 'mobilenet_v2', 'mode': 'train_step',
+       'height': 600, 'width': 800, 'batch': 4, 'precision': 'mixed_float16',
+       'sec_per_image_median': 0.01},
+      {'bench': 'inference', 'backbone': 'resnet50', 'mode': 'tf_function', 'height': 600,
+       'width': 800, 'batch': 1, 'precision': 'float32', 'sec_per_image_median': 0.03}]
+  tv = [
+      {'bench': 'torchvision', 'mode': 'matmul_roofline'},
+      {'bench': 'torchvision', 'model': 'vgg16', 'mode': 'inference', 'amp': False,
+       'height': 600, 'width': 800, 'batch': 1, 'sec_per_image_median': 0.03},
+      {'bench': 'torchvision', 'model': 'vgg16', 'mode': 'inference', 'amp': True,
+       'height': 600, 'width': 800, 'batch': 1, 'sec_per_image_median': 0.01},
+      {'bench': 'torchvision', 'model': 'mobilenet_v3_fpn', 'mode': 'train_step',
+       'amp': True, 'height': 600, 'width': 800, 'batch': 4, 'sec_per_image_median': 0.025}]
+  ours_path, tv_path = tmp_path / 'ours.jsonl', tmp_path / 'tv.jsonl'
+  ours_path.write_text('NOTE: not json\n' + ''.join(json.dumps(r) + '\n' for r in ours))
+  tv_path.write_text(''.join(json.dumps(r) + '\n' for r in tv))
+  assert compare_torchvision.main([str(ours_path), f'--torchvision={tv_path}']) == 0
+  rows = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+  # The XLA line and ResNet50 (no torchvision counterpart) are left out; float32 pairs
+  # with amp off, mixed_float16 with amp on.
+  assert [(r['backbone'], r['mode'], r['precision'], r['batch']) for r in rows] == [
+      ('vgg16', 'inference', 'float32', 1), ('mobilenet_v2', 'train_step', 'mixed_float16', 4)]
+  assert rows[0]['speedup_over_torchvision'] == pytest.approx(1.5)
+  assert rows[1]['speedup_over_torchvision'] == pytest.approx(2.5)
+  assert compare_torchvision.main([str(tv_path), f'--torchvision={tv_path}']) == 1

@@ -75,6 +75,9 @@ class AnchorTargets(keras.layers.Layer):
 
   def __init__(self, positive_iou=0.7, negative_iou=0.3, num_samples=256,
                positive_fraction=0.5, allowed_border=0.0, **kwargs):
+    # Box geometry stays float32 under a mixed_float16 policy (coordinates of ~1000 px
+    # in float16 are off by up to half a pixel); float16 inputs are cast up.
+    kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.positive_iou = positive_iou
     self.negative_iou = negative_iou

@@ -53,6 +53,9 @@ class DetectionGenerator(keras.layers.Layer):
 
   def __init__(self, score_threshold=0.05, nms_iou=0.3, max_detections=100,
                box_stds=box_ops.HEAD_BOX_STDS, **kwargs):
+    # Box geometry stays float32 under a mixed_float16 policy (coordinates of ~1000 px
+    # in float16 are off by up to half a pixel); float16 inputs are cast up.
+    kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.score_threshold = score_threshold
     self.nms_iou = nms_iou

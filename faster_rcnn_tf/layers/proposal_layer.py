@@ -77,6 +77,9 @@ class ProposalLayer(keras.layers.Layer):
   def __init__(self, train_pre_nms_topk=12000, train_post_nms_topk=2000,
                test_pre_nms_topk=6000, test_post_nms_topk=300, nms_iou=0.7, min_size=0.0,
                **kwargs):
+    # Box geometry stays float32 under a mixed_float16 policy (coordinates of ~1000 px
+    # in float16 are off by up to half a pixel); float16 inputs are cast up.
+    kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.train_pre_nms_topk = train_pre_nms_topk
     self.train_post_nms_topk = train_post_nms_topk

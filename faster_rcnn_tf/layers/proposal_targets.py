@@ -36,6 +36,9 @@ class ProposalTargets(keras.layers.Layer):
 
   def __init__(self, num_classes, num_samples=128, fg_fraction=0.25, fg_iou=0.5,
                bg_iou_hi=0.5, bg_iou_lo=0.1, box_stds=box_ops.HEAD_BOX_STDS, **kwargs):
+    # Box geometry stays float32 under a mixed_float16 policy (coordinates of ~1000 px
+    # in float16 are off by up to half a pixel); float16 inputs are cast up.
+    kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.num_classes = num_classes
     self.num_samples = num_samples

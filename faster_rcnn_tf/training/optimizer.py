@@ -69,17 +69,26 @@ def build_optimizer(learning_rate, momentum=0.9, boundaries=(), decay_factor=0.1
                    f'{", ".join(OPTIMIZERS)}')
 
 
-def apply_reference_rules(grads, variables, weight_decay=1e-4, bias_lr_multiplier=1.0):
+def apply_reference_rules(grads, variables, weight_decay=1e-4, bias_lr_multiplier=1.0,
+                          loss_scale=None):
   """Adds L2 weight decay (weight_decay * w, the gradient of weight_decay / 2 * |w|^2) to
   kernels and scales bias gradients (the doubled bias learning rate of the reference,
-  exact for plain SGD with momentum). Returns the new gradient list (None kept)."""
+  exact for plain SGD with momentum). Returns the new gradient list (None kept).
+
+  loss_scale: None, or the scale (a float32 scalar tensor, e.g. a LossScaleOptimizer's
+  `dynamic_scale`) that `grads` carry because the loss was multiplied by it; the decay
+  term is multiplied by it too, so that it survives the optimizer's unscaling intact.
+  """
+  decay = weight_decay
+  if weight_decay and loss_scale is not None:
+    decay = weight_decay * loss_scale
   out = []
   for g, v in zip(grads, variables):
     if g is None:
       out.append(g)
       continue
     if weight_decay and is_decayed(v):
-      g = g + weight_decay * tf.cast(v, g.dtype)
+      g = g + tf.cast(decay, g.dtype) * tf.cast(v, g.dtype)
     elif bias_lr_multiplier != 1.0 and is_bias(v):
       g = g * bias_lr_multiplier
     out.append(g)

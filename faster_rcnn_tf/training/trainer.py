@@ -31,6 +31,11 @@ class Trainer:
     jit_compile: compile each replica's forward and backward pass with XLA.
     fused_update: XLA-compile the update where that is possible (one replica, no loss
       scaling); False always runs it as plain TensorFlow ops.
+
+  With a keras.optimizers.LossScaleOptimizer (train.py --mixed_precision) the loss is
+  multiplied by the optimizer's dynamic scale before the gradient, and the weight decay
+  term added to the (scaled) gradients is scaled alike, so that the optimizer's
+  unscaling leaves exactly gradient + weight_decay * w.
   """
 
   def __init__(self, model, optimizer, strategy, seed=0, weight_decay=1e-4,
@@ -73,9 +78,12 @@ class Trainer:
 
   def _apply_update(self, grads):
     variables = self.model.trainable_variables
+    loss_scale = None
+    if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+      loss_scale = self.optimizer.scale_loss(tf.constant(1.0))  # grads carry it
     grads = optimizer_lib.apply_reference_rules(
         grads, variables, self.weight_decay / self.strategy.num_replicas_in_sync,
-        self.bias_lr_multiplier)
+        self.bias_lr_multiplier, loss_scale=loss_scale)
     self.optimizer.apply_gradients(
         [(g, v) for g, v in zip(grads, variables) if g is not None])
 
