@@ -4,7 +4,7 @@
         [--sizes=600x800,600x1000] [--batches=1,8] [--modes=tf_function,xla,saved_model]
         [--saved_model=EXPORT_DIR] [--saved_model_backbone=vgg16]
         [--fold_batch_norm=on|off|both] [--mixed_precision=0|1]
-        [--repeats=5] [--warmup=1] [--threads=2]
+        [--nms_methods=auto|batched|kernel,...] [--repeats=5] [--warmup=1] [--threads=2]
 
 Modes:
   tf_function  tf.function(model.detect) on float32 images (random weights, 20 classes);
@@ -72,6 +72,10 @@ def build_parser():
                       help='test_post_nms_topk: RoIs per image through the head.')
   common.add_fold_batch_norm_arg(
       parser, 'timed interleaved; the folded lines carry speedup_over_unfolded')
+  parser.add_argument('--nms_methods', default='auto',
+                      help="The detection head's NMS (FasterRCNN detection_nms_method): "
+                      'auto, batched, kernel; several, comma-separated, are timed '
+                      'interleaved (speedup_over_first_nms_method).')
   parser.add_argument('--saved_model', default='',
                       help='Exported SavedModel (BASE/N, or BASE for its latest N); a '
                       'comma-separated list compares several, timed interleaved.')
@@ -282,33 +286,36 @@ def run(args):
   matmul = common.start('inference', args)
   records = [common.matmul_record('inference', args, matmul)]
 
-  fold_variants = common.fold_variants(args.fold_batch_norm)
+  nms_methods = common.parse_list(args.nms_methods)
+  variants = [(fold, nms) for fold in common.fold_variants(args.fold_batch_norm)
+              for nms in nms_methods]
   for backbone in common.parse_list(args.backbones):
     model_modes = [m for m in modes if m != 'saved_model']
     if not model_modes:
       break
-    models = {fold: common.build_model(backbone, args.num_classes, args.seed,
-                                       test_post_nms_topk=args.num_rois,
-                                       fold_batch_norm=fold)
-              for fold in fold_variants}
-    fns = {fold: {'tf_function': tf.function(model.detect),
-                  'xla_backbone': _detect_with_compiled_backbone(model),
-                  'xla': tf.function(model.detect, jit_compile=True)}
-           for fold, model in models.items()}
+    models = {(fold, nms): common.build_model(backbone, args.num_classes, args.seed,
+                                              test_post_nms_topk=args.num_rois,
+                                              fold_batch_norm=fold,
+                                              detection_nms_method=nms)
+              for fold, nms in variants}
+    fns = {variant: {'tf_function': tf.function(model.detect),
+                     'xla_backbone': _detect_with_compiled_backbone(model),
+                     'xla': tf.function(model.detect, jit_compile=True)}
+           for variant, model in models.items()}
     for height, width in sizes:
-      flop = flops_lib.model_flops(models[fold_variants[0]], height, width, training=False)
+      flop = flops_lib.model_flops(models[variants[0]], height, width, training=False)
       inputs = {}
       for batch in batches:
         images, image_sizes = common.random_images(batch, height, width, args.seed)
         inputs[batch] = (tf.constant(images), tf.constant(image_sizes))
       bounds = {batch: flops_lib.roofline_bound_seconds(
-          models[fold_variants[0]], height, width, batch, matmul['matmul_gflops'],
+          models[variants[0]], height, width, batch, matmul['matmul_gflops'],
           matmul.get('bandwidth_gbs'), activation_bytes=common.activation_bytes())
           for batch in batches}
       for mode in model_modes:
-        calls = {(batch, fold): (lambda fn=fns[fold][mode], x=inputs[batch]:
-                                 common.to_host(fn(*x)))
-                 for batch in batches for fold in fold_variants}
+        calls = {(batch, fold, nms): (lambda fn=fns[(fold, nms)][mode], x=inputs[batch]:
+                                      common.to_host(fn(*x)))
+                 for batch in batches for fold, nms in variants}
         try:  # interleaved: batches and variants share the machine's noisy stretches
           timings = common.time_interleaved(calls, args.warmup, args.repeats)
         except Exception as e:  # pylint: disable=broad-except
@@ -317,14 +324,17 @@ def run(args):
           continue
         per_image = {key: statistics.median(times) / key[0]
                      for key, (_, times) in timings.items()}
-        for (batch, fold), (warm, times) in timings.items():
-          extra = {'fold_batch_norm': fold}
-          if fold and (batch, False) in per_image:
+        for (batch, fold, nms), (warm, times) in timings.items():
+          extra = {'fold_batch_norm': fold, 'nms_method': nms}
+          if fold and (batch, False, nms) in per_image:
             extra['speedup_over_unfolded'] = round(
-                per_image[(batch, False)] / per_image[(batch, True)], 4)
-          if batch != 1 and (1, fold) in per_image:
+                per_image[(batch, False, nms)] / per_image[(batch, True, nms)], 4)
+          if nms != nms_methods[0]:
+            extra['speedup_over_first_nms_method'] = round(
+                per_image[(batch, fold, nms_methods[0])] / per_image[(batch, fold, nms)], 4)
+          if batch != 1 and (1, fold, nms) in per_image:
             extra['throughput_over_batch_1'] = round(
-                per_image[(1, fold)] / per_image[(batch, fold)], 4)
+                per_image[(1, fold, nms)] / per_image[(batch, fold, nms)], 4)
           records.append(_record(args, backbone, mode, height, width, batch, warm,
                                  times, flop, matmul, extra=extra, bound=bounds[batch]))
     del models, fns

@@ -61,6 +61,8 @@ class FasterRCNN(keras.Model):
     roi_*: proposal target settings (num sampled, fg fraction, fg / bg IoU thresholds).
     rpn_sigma, head_sigma: smooth-L1 sigmas (3 and 1 in the reference).
     score_threshold, detection_nms_iou, max_detections: inference post-processing.
+    detection_nms_method: how its per-class NMS runs (`DetectionGenerator`'s nms_method:
+      'auto' picks the batched form when a GPU is visible at tracing, TF's kernel else).
     compile_backbone: run the backbone as an XLA-compiled function even when the rest
       is not compiled (much faster for VGG16 / ResNet convolutions on CPUs; slower for
       MobileNet's depthwise convolutions). In training, a plain conv/max-pool backbone
@@ -79,7 +81,7 @@ class FasterRCNN(keras.Model):
                roi_num_samples=128, roi_fg_fraction=0.25, roi_fg_iou=0.5,
                roi_bg_iou_hi=0.5, roi_bg_iou_lo=0.0, rpn_sigma=3.0, head_sigma=1.0,
                score_threshold=0.05, detection_nms_iou=0.3, max_detections=100,
-               compile_backbone=False, **kwargs):
+               detection_nms_method='auto', compile_backbone=False, **kwargs):
     super().__init__(**kwargs)
     if train_post_nms_topk < roi_num_samples:
       raise ValueError(f'train_post_nms_topk ({train_post_nms_topk}) must be at least '
@@ -122,7 +124,9 @@ class FasterRCNN(keras.Model):
         4 * (num_classes + 1),
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name='bbox_pred')
     self.detection_generator = DetectionGenerator(score_threshold, detection_nms_iou,
-                                                  max_detections, name='detections')
+                                                  max_detections,
+                                                  nms_method=detection_nms_method,
+                                                  name='detections')
     self._build_weights()
     self.built = True
 

@@ -1,10 +1,14 @@
 """Tests of faster_rcnn_tf.layers.detection_generator against a per-class reference."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from faster_rcnn_tf import inputs
+from faster_rcnn_tf.layers import detection_generator
 from faster_rcnn_tf.layers.detection_generator import DetectionGenerator
+
+METHODS = pytest.mark.parametrize('method', ['kernel', 'batched'])
 
 STDS = np.array([0.1, 0.1, 0.2, 0.2])
 
@@ -58,10 +62,12 @@ def _run(layer, cases, sizes):
   return layer(stack(0), stack(1), stack(2), stack(3), tf.constant(sizes, tf.int32))
 
 
-def test_matches_per_class_reference():
+@METHODS
+def test_matches_per_class_reference(method):
   cases = [_case(0), _case(1)]
   sizes = np.array([[100, 100], [80, 90]], np.int32)
-  layer = DetectionGenerator(score_threshold=0.05, nms_iou=0.3, max_detections=40)
+  layer = DetectionGenerator(score_threshold=0.05, nms_iou=0.3, max_detections=40,
+                             nms_method=method)
   out = {k: v.numpy() for k, v in _run(layer, cases, sizes).items()}
   assert out[inputs.DETECTION_BOXES].shape == (2, 40, 4)
   assert out[inputs.DETECTION_CLASSES].dtype == np.int32
@@ -93,11 +99,13 @@ def test_matches_per_class_reference():
         assert len(iou) == len(bc)
 
 
-def test_max_detections_truncates_and_invalid_rois_ignored():
+@METHODS
+def test_max_detections_truncates_and_invalid_rois_ignored(method):
   rois, valid, probs, deltas = _case(2)
   valid[:] = False
   valid[3] = True
-  layer = DetectionGenerator(score_threshold=0.0, nms_iou=0.3, max_detections=5)
+  layer = DetectionGenerator(score_threshold=0.0, nms_iou=0.3, max_detections=5,
+                             nms_method=method)
   out = _run(layer, [(rois, valid, probs, deltas)], np.array([[100, 100]]))
   # Only roi 3 is valid: one detection per class whose probability exceeds 0.
   assert out[inputs.NUM_DETECTIONS].numpy()[0] == 3
@@ -108,7 +116,8 @@ def test_max_detections_truncates_and_invalid_rois_ignored():
   # Truncation at max_detections keeps the best ones.
   rois, valid, probs, deltas = _case(3, num_rois=40)
   valid[:] = True
-  out = _run(DetectionGenerator(score_threshold=0.0, nms_iou=0.9, max_detections=4),
+  out = _run(DetectionGenerator(score_threshold=0.0, nms_iou=0.9, max_detections=4,
+                                nms_method=method),
              [(rois, valid, probs, deltas)], np.array([[100, 100]]))
   ref = _reference(rois, valid, probs, deltas, (100, 100), 0.0, 0.9, 4)
   assert out[inputs.NUM_DETECTIONS].numpy()[0] == 4
@@ -116,9 +125,10 @@ def test_max_detections_truncates_and_invalid_rois_ignored():
                              atol=1e-6)
 
 
-def test_config_round_trip_and_xla():
+@METHODS
+def test_config_round_trip_and_xla(method):
   layer = DetectionGenerator(score_threshold=0.2, nms_iou=0.4, max_detections=7,
-                             box_stds=(0.1, 0.1, 0.2, 0.2), name='det')
+                             box_stds=(0.1, 0.1, 0.2, 0.2), nms_method=method, name='det')
   clone = DetectionGenerator.from_config(layer.get_config())
   assert clone.get_config() == layer.get_config()
   assert (clone.score_threshold, clone.nms_iou, clone.max_detections) == (0.2, 0.4, 7)
@@ -130,3 +140,14 @@ def test_config_round_trip_and_xla():
   jit = fn(stack(0), stack(1), stack(2), stack(3), tf.constant(sizes))
   for k in eager:
     np.testing.assert_allclose(jit[k].numpy(), eager[k].numpy(), atol=1e-5)
+
+
+def test_nms_method_auto_follows_the_visible_devices(monkeypatch):
+  monkeypatch.setattr(tf.config, 'list_logical_devices',
+                      lambda kind=None: ['gpu0'] if kind == 'GPU' else [])
+  assert detection_generator.resolve_nms_method('auto') == 'batched'
+  monkeypatch.setattr(tf.config, 'list_logical_devices', lambda kind=None: [])
+  assert detection_generator.resolve_nms_method('auto') == 'kernel'
+  assert detection_generator.resolve_nms_method('batched') == 'batched'
+  with pytest.raises(ValueError, match='nms_method'):
+    DetectionGenerator(nms_method='fast')
