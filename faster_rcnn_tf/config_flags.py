@@ -57,6 +57,12 @@ def define_model_flags():
   flags.DEFINE_float('roi_bg_iou_lo', 0.0, 'Background RoIs have IoU in [this, 0.5).')
   flags.DEFINE_float('score_threshold', 0.05, 'Detections scoring at most this are dropped.')
   flags.DEFINE_integer('max_detections', 100, 'Detections per image.')
+  flags.DEFINE_enum('detection_nms_method', 'auto', ['auto', 'batched', 'kernel'],
+                    "The detection head's per-class NMS: batched (all classes and images "
+                    "at once: fast on GPUs), kernel (TF's NMS kernel one class after "
+                    "another: fast on CPUs) or auto (batched when a GPU is visible when "
+                    "the model is traced). Same detections. For export.py: name the "
+                    "serving machine's kind when exporting on another kind.")
   flags.DEFINE_bool('compile_backbone', False, 'Run the backbone XLA-compiled even when the '
                     'rest is not (faster VGG16 / ResNet convolutions on CPUs; not for '
                     'MobileNet). Exports ignore it.')
@@ -77,7 +83,8 @@ def model_kwargs(f, num_classes):
       test_post_nms_topk=f.test_post_nms_topk, rpn_num_samples=f.rpn_num_samples,
       roi_num_samples=f.roi_num_samples, roi_fg_fraction=f.roi_fg_fraction,
       roi_bg_iou_lo=f.roi_bg_iou_lo, score_threshold=f.score_threshold,
-      max_detections=f.max_detections, compile_backbone=f.compile_backbone)
+      max_detections=f.max_detections, detection_nms_method=f.detection_nms_method,
+      compile_backbone=f.compile_backbone)
 
 
 def source_kwargs(f):

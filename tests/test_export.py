@@ -206,16 +206,23 @@ def test_saved_model_cli_lists_both_signatures(processes):
     assert 'Method name is: tensorflow/serving/predict' in block
 
 
-def test_graph_has_no_python_ops(base):
+def _graph_ops(export_path):
+  """(op type of every node of the SavedModel's graph and functions, function count)."""
   from tensorflow.core.protobuf import saved_model_pb2
   proto = saved_model_pb2.SavedModel()
-  with open(os.path.join(base, '1', 'saved_model.pb'), 'rb') as f:
+  with open(os.path.join(export_path, 'saved_model.pb'), 'rb') as f:
     proto.ParseFromString(f.read())
   graph = proto.meta_graphs[0].graph_def
-  ops = {node.op for node in graph.node}
+  ops = [node.op for node in graph.node]
   for function in graph.library.function:
-    ops.update(node.op for node in function.node_def)
-  assert len(graph.library.function) > 10
+    ops.extend(node.op for node in function.node_def)
+  return ops, len(graph.library.function)
+
+
+def test_graph_has_no_python_ops(base):
+  ops, num_functions = _graph_ops(os.path.join(base, '1'))
+  ops = set(ops)
+  assert num_functions > 10
   assert {'Conv2D', 'DecodeJpeg', 'DecodePng', 'IgnoreErrorsDataset',
           'NonMaxSuppressionV4'} <= ops          # the whole pipeline is in the graph
   assert not ops & PYTHON_OPS
@@ -321,9 +328,16 @@ def test_header_size_reads_png_and_jpeg_without_decoding(images):
 # ---------------------------------------------------------------- versions and writes
 
 def test_second_export_is_next_version_and_identical(base, tiny_model_dir, loaded, images):
+  """...also when it runs the detection head's NMS batched (--detection_nms_method, the
+  form for GPU serving): same detections, the per-class NMS kernel gone from the graph
+  (the proposal layer keeps its one)."""
   fv = support.run_flag_values(tiny_model_dir)
+  fv.detection_nms_method = 'batched'
   path, info = exporter.export_saved_model(tiny_model_dir, base, fv)
   assert path == os.path.join(base, '2') and info['version'] == 2
+  nms_ops = {v: _graph_ops(os.path.join(base, v))[0].count('NonMaxSuppressionV4')
+             for v in ('1', '2')}
+  assert nms_ops['2'] < nms_ops['1'], nms_ops
   assert exporter.existing_versions(base) == [1, 2]
   again = tf.saved_model.load(path)
   request = tf.constant(images['encoded'])
