@@ -69,7 +69,7 @@ config_flags.define_data_flags()
 config_flags.define_model_flags()
 flags.DEFINE_integer('seed', 0, 'Seed of the generated shapes data (as in training).')
 flags.DEFINE_integer('eval_batch_size', 4, 'Images per evaluation batch.')
-flags.DEFINE_bool('mixed_precision', False, 'mixed_float16 compute (as in training).')
+flags.DEFINE_bool('mixed_precision', False, 'Shorthand for --precision=mixed_float16.')
 # Flags a run's flags.cfg supplies (see flag_sources).
 RUN_FLAG_NAMES = sorted(set(FLAGS) - _BEFORE)
 
@@ -194,14 +194,12 @@ def _load_source(class_names):
 
 def _model_run(source, checkpoint_path, keep_images):
   """Builds the model, restores the checkpoint and runs it over the split."""
-  import keras
   import tensorflow as tf
   from faster_rcnn_tf.evaluation import checkpoint_loading
   from faster_rcnn_tf.evaluation import run_model
   from faster_rcnn_tf.model import FasterRCNN
-  if FLAGS.mixed_precision:
-    keras.mixed_precision.set_global_policy('mixed_float16')
   try:
+    config_flags.apply_precision(FLAGS)
     model = FasterRCNN(**config_flags.model_kwargs(FLAGS, source.num_classes))
   except (ValueError, OSError) as e:
     raise EvaluationError(f'cannot build the model from the flags: {e}') from None

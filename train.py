@@ -42,7 +42,7 @@ flags.DEFINE_enum('strategy', 'default', list(distribute.STRATEGIES),
 flags.DEFINE_string('tpu', '', 'TPU address for --strategy=tpu.')
 flags.DEFINE_integer('cpu_devices', 0, 'Split the CPU into this many logical devices '
                      '(to run --strategy=mirrored without GPUs).')
-flags.DEFINE_bool('mixed_precision', False, 'mixed_float16 compute (GPUs).')
+flags.DEFINE_bool('mixed_precision', False, 'Shorthand for --precision=mixed_float16.')
 flags.DEFINE_bool('jit_compile', False, 'Compile the training step with XLA.')
 flags.DEFINE_integer('seed', 0, 'Random seed (sampling, shuffling, flips, initialization).')
 flags.DEFINE_bool('deterministic', False, 'Deterministic ops and a data order that a '
@@ -80,6 +80,7 @@ def _validate():
   try:
     config_flags.check_dataset_path(FLAGS.dataset)
     [float(v) for v in FLAGS.anchor_scales + FLAGS.anchor_ratios]
+    config_flags.resolve_precision(FLAGS)
   except ValueError as e:
     raise UsageError(str(e))
   w = FLAGS.backbone_weights
@@ -175,8 +176,7 @@ def train(boundaries):
   keras.utils.set_random_seed(FLAGS.seed)
   if FLAGS.deterministic:
     tf.config.experimental.enable_op_determinism()
-  if FLAGS.mixed_precision:
-    keras.mixed_precision.set_global_policy('mixed_float16')
+  precision = config_flags.apply_precision(FLAGS)  # checked in _validate
   strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
   replicas = strategy.num_replicas_in_sync
   if FLAGS.batch_size % replicas:
@@ -196,7 +196,7 @@ def train(boundaries):
     opt = optimizer_lib.build_optimizer(FLAGS.learning_rate, FLAGS.momentum, boundaries,
                                         FLAGS.lr_decay_factor, FLAGS.warmup_steps,
                                         FLAGS.clip_grad_norm, FLAGS.optimizer)
-    if FLAGS.mixed_precision:
+    if precision == 'mixed_float16':  # bfloat16 has float32's range: no loss scaling
       opt = keras.optimizers.LossScaleOptimizer(opt)
     opt.build(model.trainable_variables)
     ckpt = tf.train.Checkpoint(model=model, optimizer=opt)

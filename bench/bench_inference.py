@@ -3,7 +3,7 @@
     python bench/bench_inference.py [--backbones=vgg16,resnet50,mobilenet_v2,tiny]
         [--sizes=600x800,600x1000] [--batches=1,8] [--modes=tf_function,xla,saved_model]
         [--saved_model=EXPORT_DIR] [--saved_model_backbone=vgg16]
-        [--fold_batch_norm=on|off|both] [--mixed_precision=0|1]
+        [--fold_batch_norm=on|off|both] [--precision=float32|mixed_float16|mixed_bfloat16]
         [--nms_methods=auto|batched|kernel,...] [--repeats=5] [--warmup=1] [--threads=2]
 
 Modes:

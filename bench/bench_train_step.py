@@ -3,7 +3,7 @@ gradients, weight decay, SGD momentum update), per backbone, image size and batc
 
     python bench/bench_train_step.py [--backbones=vgg16,resnet50,mobilenet_v2,tiny]
         [--sizes=600x800] [--batches=1,4] [--xla=off|on|both]
-        [--fold_batch_norm=on|off|both] [--mixed_precision=0|1]
+        [--fold_batch_norm=on|off|both] [--precision=float32|mixed_float16|mixed_bfloat16]
         [--repeats=5] [--warmup=1] [--threads=2]
 
 The model has random weights, 20 classes and the model defaults (VGG16 / ResNet with
@@ -69,7 +69,7 @@ def make_trainer(backbone, args, jit_compile, fold_batch_norm=True):
                                compile_backbone=jit_compile == 'backbone',
                                fold_batch_norm=fold_batch_norm)
     opt = optimizer_lib.build_optimizer(args.learning_rate, momentum=0.9)
-    if args.mixed_precision:  # as train.py --mixed_precision
+    if common.precision() == 'mixed_float16':  # loss scaling, as train.py
       import keras
       opt = keras.optimizers.LossScaleOptimizer(opt)
   trainer = Trainer(model, opt, strategy, seed=args.seed, weight_decay=1e-4,

@@ -119,10 +119,13 @@ def add_common_args(parser, repeats=5, warmup=1):
   parser.add_argument('--seed', type=int, default=0, help='Weights and inputs seed.')
   parser.add_argument('--num_classes', type=int, default=NUM_CLASSES,
                       help='Foreground classes (20: VOC).')
+  parser.add_argument('--precision', default='float32',
+                      choices=('float32', 'mixed_float16', 'mixed_bfloat16'),
+                      help="Keras dtype policy, as train.py --precision (mixed_float16: "
+                      'loss scaling in training); the roofline is then the matmul in '
+                      'the compute dtype.')
   parser.add_argument('--mixed_precision', type=int, default=0, choices=(0, 1),
-                      help="1: Keras' mixed_float16 policy (float16 compute, float32 "
-                      'variables; loss scaling in training), as train.py '
-                      '--mixed_precision; the roofline is then the float16 matmul.')
+                      help='1: shorthand for --precision=mixed_float16.')
 
 
 FOLD_BATCH_NORM_VARIANTS = {'on': (True,), 'off': (False,), 'both': (True, False)}
@@ -227,8 +230,8 @@ def measure_matmul(n=4096, repeats=3, seed=0, dtype='float32'):
   """Best GFLOP/s of an n x n matmul: numpy's BLAS (float32 only) and TensorFlow (on
   its default device: the GPU when there is one), same threads.
 
-  dtype: 'float32' or 'float16' (the mixed_float16 compute type; TensorFlow only, as
-  numpy has no fast float16 matmul). On NVIDIA GPUs TensorFlow runs float32 matmuls as
+  dtype: 'float32', 'float16' or 'bfloat16' (the mixed policies' compute types;
+  TensorFlow only, as numpy has no fast 16-bit matmul). On NVIDIA GPUs TensorFlow runs float32 matmuls as
   TF32 unless that is switched off (`tf32` in the record says which).
 
   Returns {'matmul_n', 'matmul_dtype', 'numpy_gflops', 'tf_gflops', 'matmul_gflops'
@@ -333,8 +336,8 @@ def precision():
 
 
 def activation_bytes():
-  """Bytes per activation value under the global policy: 2 (mixed_float16) or 4."""
-  return 2 if precision() == 'mixed_float16' else 4
+  """Bytes per activation value under the global policy: 2 (mixed) or 4 (float32)."""
+  return 2 if precision().startswith('mixed_') else 4
 
 
 def gpu_names():
@@ -365,12 +368,15 @@ def matmul_record(bench, args, matmul):
 def start(bench, args):
   """Threads and precision policy, then the matmul roofline (in the compute dtype) and
   memory bandwidth of this run (printed as the first JSON line)."""
+  import keras
   apply_tf_threads(args.threads)
-  dtype = 'float32'
+  policy = getattr(args, 'precision', 'float32')
   if getattr(args, 'mixed_precision', 0):
-    import keras
-    keras.mixed_precision.set_global_policy('mixed_float16')
-    dtype = 'float16'
+    if policy not in ('float32', 'mixed_float16'):
+      raise ValueError(f'--mixed_precision=1 means --precision=mixed_float16, not {policy}')
+    policy = 'mixed_float16'
+  keras.mixed_precision.set_global_policy(policy)
+  dtype = keras.mixed_precision.global_policy().compute_dtype
   matmul = measure_matmul(args.matmul_size, args.matmul_repeats, args.seed, dtype)
   matmul.update(measure_bandwidth(getattr(args, 'bandwidth_mb', 0)))
   emit(matmul_record(bench, args, matmul))

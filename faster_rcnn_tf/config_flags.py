@@ -57,6 +57,13 @@ def define_model_flags():
   flags.DEFINE_float('roi_bg_iou_lo', 0.0, 'Background RoIs have IoU in [this, 0.5).')
   flags.DEFINE_float('score_threshold', 0.05, 'Detections scoring at most this are dropped.')
   flags.DEFINE_integer('max_detections', 100, 'Detections per image.')
+  flags.DEFINE_enum('precision', 'float32', list(PRECISIONS),
+                    "Keras dtype policy: float32, mixed_float16 (GPUs: float16 compute, "
+                    "loss scaling in training) or mixed_bfloat16 (bfloat16 compute: GPUs, "
+                    "and CPUs with AVX512-BF16 / AMX, where oneDNN runs it several times "
+                    "faster than float32). Variables stay float32, so checkpoints load "
+                    "under any of them; evaluate.py / export.py / predict.py read the "
+                    "run's value unless given one.")
   flags.DEFINE_enum('detection_nms_method', 'auto', ['auto', 'batched', 'kernel'],
                     "The detection head's per-class NMS: batched (all classes and images "
                     "at once: fast on GPUs), kernel (TF's NMS kernel one class after "
@@ -66,6 +73,30 @@ def define_model_flags():
   flags.DEFINE_bool('compile_backbone', False, 'Run the backbone XLA-compiled even when the '
                     'rest is not (faster VGG16 / ResNet convolutions on CPUs; not for '
                     'MobileNet). Exports ignore it.')
+
+
+PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
+
+
+def resolve_precision(f):
+  """The Keras dtype policy name from --precision, or from a script's --mixed_precision
+  shorthand (train.py, evaluate.py: the same as --precision=mixed_float16)."""
+  precision = f.precision
+  if 'mixed_precision' in f and f.mixed_precision:
+    if precision not in ('float32', 'mixed_float16'):
+      raise ValueError(f'--mixed_precision means --precision=mixed_float16, but '
+                       f'--precision={precision} was given too')
+    precision = 'mixed_float16'
+  return precision
+
+
+def apply_precision(f):
+  """Sets Keras' global dtype policy from the flags (call before building the model);
+  returns the policy name."""
+  import keras
+  precision = resolve_precision(f)
+  keras.mixed_precision.set_global_policy(precision)
+  return precision
 
 
 def model_kwargs(f, num_classes):

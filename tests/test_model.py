@@ -109,6 +109,35 @@ def test_valid_pixel_mask():
   np.testing.assert_array_equal(mask, want)
 
 
+# ---- reduced precision ----
+
+@pytest.mark.parametrize('policy', ['mixed_float16', 'mixed_bfloat16'])
+def test_reduced_precision_inference_tracks_float32(policy):
+  """Under a mixed policy (--precision) the convolutions run in 16 bits (bfloat16 also
+  through the RoI crops, which TF's kernel takes only as float16 / float32) and the
+  detections stay float32."""
+  batch, _, _ = _scene_batch()
+  images, sizes = batch[inputs.IMAGES], batch[inputs.IMAGE_SIZES]
+  reference = _model(seed=0)
+  want = reference.extract_features(images, sizes).numpy()
+  keras.mixed_precision.set_global_policy(policy)
+  try:
+    model = _model(seed=0)
+    model.set_weights(reference.get_weights())
+    features = model.extract_features(images, sizes)
+    detections = tf.function(model.detect)(images, sizes)
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+  assert features.dtype == keras.mixed_precision.Policy(policy).compute_dtype
+  got = tf.cast(features, tf.float32).numpy()
+  assert np.linalg.norm(got - want) / np.linalg.norm(want) < 2e-2
+  boxes = detections[inputs.DETECTION_BOXES].numpy()
+  assert detections[inputs.DETECTION_BOXES].dtype == tf.float32
+  assert detections[inputs.DETECTION_SCORES].dtype == tf.float32
+  assert int(detections[inputs.NUM_DETECTIONS][0]) > 0
+  assert np.isfinite(boxes).all() and boxes.min() >= 0 and boxes.max() <= 128
+
+
 # ---- batching ----
 
 def test_batch_of_two_sizes_matches_each_image_alone():

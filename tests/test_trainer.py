@@ -73,16 +73,20 @@ def test_decay_term_carries_the_loss_scale():
   assert out[1].numpy()[0] == pytest.approx(8.0)
 
 
-def test_mixed_float16_training_step_of_the_tiny_model():
-  """mixed_float16 (train.py --mixed_precision): float16 compute, float32 variables and
-  losses, finite loss-scaled gradients that move every trainable variable."""
+@pytest.mark.parametrize('policy', ['mixed_float16', 'mixed_bfloat16'])
+def test_mixed_precision_training_step_of_the_tiny_model(policy):
+  """mixed_float16 (train.py --precision=mixed_float16, with loss scaling) and
+  mixed_bfloat16 (without): 16-bit compute, float32 variables and losses, finite
+  gradients that move every trainable variable."""
   from faster_rcnn_tf.model import FasterRCNN
   from tests.test_model import SMALL, _scene_batch
-  keras.mixed_precision.set_global_policy('mixed_float16')
+  keras.mixed_precision.set_global_policy(policy)
   try:
     keras.utils.set_random_seed(0)
     model = FasterRCNN(3, **SMALL)
-    opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01, momentum=0.9))
+    opt = keras.optimizers.SGD(0.01, momentum=0.9)
+    if policy == 'mixed_float16':
+      opt = keras.optimizers.LossScaleOptimizer(opt)
     opt.build(model.trainable_variables)
     trainer = Trainer(model, opt, tf.distribute.get_strategy(), weight_decay=1e-4)
     batch, _, _ = _scene_batch()
@@ -91,7 +95,7 @@ def test_mixed_float16_training_step_of_the_tiny_model():
     losses = trainer.step(batch)
   finally:
     keras.mixed_precision.set_global_policy('float32')
-  assert features.dtype == tf.float16
+  assert features.dtype == keras.mixed_precision.Policy(policy).compute_dtype
   assert all(v.dtype == tf.float32 for v in model.trainable_variables)
   assert all(np.isfinite(float(v)) for v in losses.values()), losses
   assert float(losses['total_loss']) > 0

@@ -101,7 +101,10 @@ def crop_pool(features, rois, stride, crop_size=7, max_pool=True, impl='auto'):
   if impl == 'auto':
     impl = 'gather' if _in_xla_context() else 'native'
   if impl == 'native':
-    crops = tf.image.crop_and_resize(features, boxes, box_indices, [size, size])
+    image = features  # the kernel takes float16 / float32 but not bfloat16
+    if features.dtype == tf.bfloat16:
+      image = tf.cast(features, tf.float32)
+    crops = tf.image.crop_and_resize(image, boxes, box_indices, [size, size])
     crops = tf.cast(crops, features.dtype)
   elif impl == 'gather':
     crops = crop_and_resize(features, boxes, box_indices, size)

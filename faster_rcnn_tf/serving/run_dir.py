@@ -121,10 +121,12 @@ def build_model(flag_values, num_classes):
   """A FasterRCNN from parsed model flags, with no pretrained weights loaded.
 
   (--backbone_weights is ignored: every weight comes from the checkpoint; so is
-  --compile_backbone: TF Serving runs XLA on CPUs only when told to.)
+  --compile_backbone: TF Serving runs XLA on CPUs only when told to.) Sets Keras' global
+  dtype policy to --precision first.
   """
   from faster_rcnn_tf import config_flags
   from faster_rcnn_tf.model import FasterRCNN
+  config_flags.apply_precision(flag_values)
   kwargs = config_flags.model_kwargs(flag_values, num_classes)
   kwargs['backbone_weights'] = None
   kwargs['compile_backbone'] = False
