@@ -4,6 +4,7 @@
         [--sizes=600x800,600x1000] [--batches=1,8] [--modes=tf_function,xla,saved_model]
         [--saved_model=EXPORT_DIR] [--saved_model_backbone=vgg16]
         [--fold_batch_norm=on|off|both] [--precision=float32|mixed_float16|mixed_bfloat16]
+        [--compare_precisions=mixed_bfloat16,...]
         [--nms_methods=auto|batched|kernel,...] [--repeats=5] [--warmup=1] [--threads=2]
 
 Modes:
@@ -76,6 +77,11 @@ def build_parser():
                       help="The detection head's NMS (FasterRCNN detection_nms_method): "
                       'auto, batched, kernel; several, comma-separated, are timed '
                       'interleaved (speedup_over_first_nms_method).')
+  parser.add_argument('--compare_precisions', default='',
+                      help='More Keras dtype policies (mixed_float16, mixed_bfloat16, '
+                      'float32), each a model of its own timed interleaved with the '
+                      "--precision one (speedup_over_first_precision), each against its "
+                      "compute dtype's matmul (an extra roofline line each).")
   parser.add_argument('--saved_model', default='',
                       help='Exported SavedModel (BASE/N, or BASE for its latest N); a '
                       'comma-separated list compares several, timed interleaved.')
@@ -287,17 +293,26 @@ def run(args):
   records = [common.matmul_record('inference', args, matmul)]
 
   nms_methods = common.parse_list(args.nms_methods)
-  variants = [(fold, nms) for fold in common.fold_variants(args.fold_batch_norm)
-              for nms in nms_methods]
+  main_precision = common.precision()
+  precisions = [main_precision] + [p for p in common.parse_list(args.compare_precisions)
+                                   if p != main_precision]
+  matmuls = {main_precision: matmul}
+  for policy in precisions[1:]:  # each precision's roofline in its compute dtype
+    import keras
+    dtype = keras.mixed_precision.Policy(policy).compute_dtype
+    matmuls[policy] = dict(matmul, **common.measure_matmul(
+        args.matmul_size, args.matmul_repeats, args.seed, dtype))
+    records.append(common.emit(dict(common.matmul_record('inference', args, matmuls[policy]),
+                                    precision=policy)))
+  variants = [(fold, nms, policy) for fold in common.fold_variants(args.fold_batch_norm)
+              for nms in nms_methods for policy in precisions]
   for backbone in common.parse_list(args.backbones):
     model_modes = [m for m in modes if m != 'saved_model']
     if not model_modes:
       break
-    models = {(fold, nms): common.build_model(backbone, args.num_classes, args.seed,
-                                              test_post_nms_topk=args.num_rois,
-                                              fold_batch_norm=fold,
-                                              detection_nms_method=nms)
-              for fold, nms in variants}
+    models = {(fold, nms, policy): common.build_model_under(
+        policy, backbone, args.num_classes, args.seed, test_post_nms_topk=args.num_rois,
+        fold_batch_norm=fold, detection_nms_method=nms) for fold, nms, policy in variants}
     fns = {variant: {'tf_function': tf.function(model.detect),
                      'xla_backbone': _detect_with_compiled_backbone(model),
                      'xla': tf.function(model.detect, jit_compile=True)}
@@ -308,14 +323,14 @@ def run(args):
       for batch in batches:
         images, image_sizes = common.random_images(batch, height, width, args.seed)
         inputs[batch] = (tf.constant(images), tf.constant(image_sizes))
-      bounds = {batch: flops_lib.roofline_bound_seconds(
-          models[variants[0]], height, width, batch, matmul['matmul_gflops'],
-          matmul.get('bandwidth_gbs'), activation_bytes=common.activation_bytes())
-          for batch in batches}
+      bounds = {(batch, policy): flops_lib.roofline_bound_seconds(
+          models[variants[0]], height, width, batch, matmuls[policy]['matmul_gflops'],
+          matmul.get('bandwidth_gbs'), activation_bytes=common.activation_bytes(policy))
+          for batch in batches for policy in precisions}
       for mode in model_modes:
-        calls = {(batch, fold, nms): (lambda fn=fns[(fold, nms)][mode], x=inputs[batch]:
+        calls = {(batch,) + variant: (lambda fn=fns[variant][mode], x=inputs[batch]:
                                       common.to_host(fn(*x)))
-                 for batch in batches for fold, nms in variants}
+                 for batch in batches for variant in variants}
         try:  # interleaved: batches and variants share the machine's noisy stretches
           timings = common.time_interleaved(calls, args.warmup, args.repeats)
         except Exception as e:  # pylint: disable=broad-except
@@ -324,19 +339,26 @@ def run(args):
           continue
         per_image = {key: statistics.median(times) / key[0]
                      for key, (_, times) in timings.items()}
-        for (batch, fold, nms), (warm, times) in timings.items():
-          extra = {'fold_batch_norm': fold, 'nms_method': nms}
-          if fold and (batch, False, nms) in per_image:
+        for (batch, fold, nms, policy), (warm, times) in timings.items():
+          extra = {'fold_batch_norm': fold, 'nms_method': nms, 'precision': policy}
+          if fold and (batch, False, nms, policy) in per_image:
             extra['speedup_over_unfolded'] = round(
-                per_image[(batch, False, nms)] / per_image[(batch, True, nms)], 4)
+                per_image[(batch, False, nms, policy)] / per_image[(batch, True, nms, policy)],
+                4)
           if nms != nms_methods[0]:
             extra['speedup_over_first_nms_method'] = round(
-                per_image[(batch, fold, nms_methods[0])] / per_image[(batch, fold, nms)], 4)
-          if batch != 1 and (1, fold, nms) in per_image:
+                per_image[(batch, fold, nms_methods[0], policy)]
+                / per_image[(batch, fold, nms, policy)], 4)
+          if policy != main_precision:
+            extra['speedup_over_first_precision'] = round(
+                per_image[(batch, fold, nms, main_precision)]
+                / per_image[(batch, fold, nms, policy)], 4)
+          if batch != 1 and (1, fold, nms, policy) in per_image:
             extra['throughput_over_batch_1'] = round(
-                per_image[(1, fold, nms)] / per_image[(batch, fold, nms)], 4)
+                per_image[(1, fold, nms, policy)] / per_image[(batch, fold, nms, policy)], 4)
           records.append(_record(args, backbone, mode, height, width, batch, warm,
-                                 times, flop, matmul, extra=extra, bound=bounds[batch]))
+                                 times, flop, matmuls[policy], extra=extra,
+                                 bound=bounds[(batch, policy)]))
     del models, fns
 
   if 'saved_model' in modes:

@@ -330,14 +330,26 @@ def host_fields():
 
 
 def precision():
-  """The Keras global dtype policy's name ('float32' or 'mixed_float16')."""
+  """The Keras global dtype policy's name ('float32', 'mixed_float16', 'mixed_bfloat16')."""
   import keras
   return keras.mixed_precision.global_policy().name
 
 
-def activation_bytes():
-  """Bytes per activation value under the global policy: 2 (mixed) or 4 (float32)."""
-  return 2 if precision().startswith('mixed_') else 4
+def activation_bytes(policy=None):
+  """Bytes per activation value under `policy` (default: the global one): 2 (mixed) or 4."""
+  return 2 if (policy or precision()).startswith('mixed_') else 4
+
+
+def build_model_under(policy, backbone, num_classes=NUM_CLASSES, seed=0, **overrides):
+  """`build_model` with its layers made under the Keras dtype policy `policy` (a model
+  keeps its layers' policies), restoring the global policy after."""
+  import keras
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(policy)
+  try:
+    return build_model(backbone, num_classes, seed, **overrides)
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
 
 
 def gpu_names():

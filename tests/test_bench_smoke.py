@@ -66,6 +66,33 @@ def test_inference_bench_times_folded_and_unfolded_interleaved(capsys):
     assert 'throughput_over_batch_1' not in by_key[(1, fold)]
 
 
+def test_inference_bench_compares_precisions_and_nms_methods_interleaved(capsys):
+  args = bench_inference.build_parser().parse_args([
+      '--backbones=tiny', '--sizes=64x96', '--modes=tf_function',
+      '--repeats=2', '--warmup=1', '--matmul_size=64', '--matmul_repeats=1',
+      '--num_rois=16', '--batches=1', '--bandwidth_mb=8',
+      '--compare_precisions=mixed_bfloat16', '--nms_methods=kernel,batched'])
+  records = bench_inference.run(args)
+  capsys.readouterr()
+  roofs = [r for r in records if r['mode'] == 'matmul_roofline']
+  assert [(r['precision'], r['matmul_dtype']) for r in roofs] == [
+      ('float32', 'float32'), ('mixed_bfloat16', 'bfloat16')]
+  by_key = {(r['nms_method'], r['precision']): r for r in records if r not in roofs}
+  assert sorted(by_key) == [('batched', 'float32'), ('batched', 'mixed_bfloat16'),
+                            ('kernel', 'float32'), ('kernel', 'mixed_bfloat16')]
+  assert common.precision() == 'float32'  # the models' policies did not leak
+  for nms in ('kernel', 'batched'):
+    bf16, fp32 = by_key[(nms, 'mixed_bfloat16')], by_key[(nms, 'float32')]
+    assert bf16['speedup_over_first_precision'] == pytest.approx(
+        fp32['sec_per_image_median'] / bf16['sec_per_image_median'], rel=1e-3)
+    assert bf16['matmul_gflops'] == roofs[1]['matmul_gflops']
+    assert 'speedup_over_first_precision' not in fp32
+  for policy in ('float32', 'mixed_bfloat16'):
+    batched, kernel = by_key[('batched', policy)], by_key[('kernel', policy)]
+    assert batched['speedup_over_first_nms_method'] == pytest.approx(
+        kernel['sec_per_image_median'] / batched['sec_per_image_median'], rel=1e-3)
+
+
 def test_time_interleaved_takes_turns():
   calls = []
   timings = common.time_interleaved({'a': lambda: calls.append('a'),
