@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from faster_rcnn_tf import batch_norm_folding
+from faster_rcnn_tf import keras_graph
 
 Backbone = collections.namedtuple(
     'Backbone', ['features', 'roi_head', 'normalize', 'stride', 'crop_size',
@@ -98,9 +99,7 @@ def _resnet(depth, weights):
   for layer in base.layers:
     if not layer.name.startswith('conv5_'):
       continue
-    inbound = layer._inbound_nodes[0].input_tensors
-    inbound = inbound if isinstance(inbound, (list, tuple)) else [inbound]
-    args = [layer_outputs[t._keras_history[0].name] for t in inbound]
+    args = [layer_outputs[p.name] for p in keras_graph.input_layers(layer)]
     x = layer(args if len(args) > 1 else args[0])
     layer_outputs[layer.name] = x
   x = keras.layers.GlobalAveragePooling2D()(x)

@@ -42,6 +42,8 @@ import threading
 import keras
 import tensorflow as tf
 
+from faster_rcnn_tf import keras_graph
+
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 _STATE = threading.local()  # .moving_statistics, .input_size_multiple: the contexts below
@@ -79,26 +81,10 @@ def _folds(batch_norm):
   return not batch_norm.trainable or getattr(_STATE, 'moving_statistics', False)
 
 
-def _producer(layer):
-  """The one layer that feeds `layer` in every call of it, or None."""
-  producers = set()
-  for node in layer._inbound_nodes:  # pylint: disable=protected-access
-    tensors = node.input_tensors
-    tensors = tensors if isinstance(tensors, (list, tuple)) else [tensors]
-    if len(tensors) != 1:
-      return None
-    producers.add(tensors[0]._keras_history[0])  # pylint: disable=protected-access
-  return producers.pop() if len(producers) == 1 else None
-
-
-def _consumers(layer):
-  return {node.operation for node in layer._outbound_nodes}  # pylint: disable=protected-access
-
-
 def _foldable(conv, batch_norm):
   return (isinstance(conv, _CONV_TYPES)
           and type(conv).call in (keras.layers.Conv2D.call, keras.layers.DepthwiseConv2D.call)
-          and _consumers(conv) == {batch_norm}
+          and keras_graph.consumers(conv) == {batch_norm}
           and conv.data_format == 'channels_last'
           and getattr(conv, 'groups', 1) == 1
           and conv.activation in (None, keras.activations.linear)
@@ -114,7 +100,7 @@ def find_conv_batch_norm_pairs(model):
   pairs = []
   for layer in model.layers:
     if isinstance(layer, keras.layers.BatchNormalization):
-      conv = _producer(layer)
+      conv = keras_graph.sole_producer(layer)
       if conv is not None and _foldable(conv, layer):
         pairs.append((conv, layer))
   return pairs
@@ -215,9 +201,7 @@ def _input_stride(model, layer):
   """Model-input pixels per pixel of `layer`'s input (MobileNetV2's block_1_pad: 2), from
   a symbolic run at 1024x1024; None when not a whole number or not computable."""
   try:
-    tensors = layer._inbound_nodes[0].input_tensors  # pylint: disable=protected-access
-    tensor = tensors[0] if isinstance(tensors, (list, tuple)) else tensors
-    upstream = keras.Model(model.inputs, tensor)
+    upstream = keras.Model(model.inputs, keras_graph.input_tensors(layer)[0])
     spec = upstream.compute_output_spec(
         keras.KerasTensor((1, 1024, 1024) + tuple(model.inputs[0].shape[3:])))
     side = spec.shape[1]
@@ -246,9 +230,9 @@ def fold_frozen_batch_norm(model):
   for conv, batch_norm in find_conv_batch_norm_pairs(model):
     if getattr(conv.call, 'folds_batch_norm', False):
       continue
-    pad = _producer(conv)
+    pad = keras_graph.sole_producer(conv)
     padding_state = None
-    if (isinstance(pad, keras.layers.ZeroPadding2D) and _consumers(pad) == {conv}
+    if (isinstance(pad, keras.layers.ZeroPadding2D) and keras_graph.consumers(pad) == {conv}
         and pad.data_format == 'channels_last' and conv.padding == 'valid'):
       padding_state = threading.local()
       pad.call = functools.partial(_absorbing_padding_call, pad, conv, padding_state,

@@ -23,6 +23,8 @@ import functools
 import keras
 import tensorflow as tf
 
+from faster_rcnn_tf import keras_graph
+
 
 def _tf_padding(padding):
   return padding.upper()
@@ -125,9 +127,7 @@ def is_plain_convnet(model):
   for prev, layer in zip(layers, layers[1:]):
     if _unsupported_reason(layer) is not None:
       return False
-    inbound = layer._inbound_nodes[0].input_tensors  # pylint: disable=protected-access
-    inbound = inbound if isinstance(inbound, (list, tuple)) else [inbound]
-    if len(inbound) != 1 or inbound[0]._keras_history[0] is not prev:  # pylint: disable=protected-access
+    if keras_graph.input_layers(layer) != [prev]:
       return False
   return _unsupported_reason(layers[0]) is None and model.outputs[0] is layers[-1].output
 
