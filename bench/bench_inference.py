@@ -280,6 +280,7 @@ def _run_saved_models(args, sizes, batches, matmul, records):
 
 def run(args):
   """Runs every measurement; returns the list of records (each also printed)."""
+  import keras
   import tensorflow as tf
   from bench import flops as flops_lib
 
@@ -298,7 +299,6 @@ def run(args):
                                    if p != main_precision]
   matmuls = {main_precision: matmul}
   for policy in precisions[1:]:  # each precision's roofline in its compute dtype
-    import keras
     dtype = keras.mixed_precision.Policy(policy).compute_dtype
     matmuls[policy] = dict(matmul, **common.measure_matmul(
         args.matmul_size, args.matmul_repeats, args.seed, dtype))

@@ -119,8 +119,8 @@ def add_common_args(parser, repeats=5, warmup=1):
   parser.add_argument('--seed', type=int, default=0, help='Weights and inputs seed.')
   parser.add_argument('--num_classes', type=int, default=NUM_CLASSES,
                       help='Foreground classes (20: VOC).')
-  parser.add_argument('--precision', default='float32',
-                      choices=('float32', 'mixed_float16', 'mixed_bfloat16'),
+  from faster_rcnn_tf import config_flags
+  parser.add_argument('--precision', default='float32', choices=config_flags.PRECISIONS,
                       help="Keras dtype policy, as train.py --precision (mixed_float16: "
                       'loss scaling in training); the roofline is then the matmul in '
                       'the compute dtype.')
@@ -381,13 +381,9 @@ def start(bench, args):
   """Threads and precision policy, then the matmul roofline (in the compute dtype) and
   memory bandwidth of this run (printed as the first JSON line)."""
   import keras
+  from faster_rcnn_tf import config_flags
   apply_tf_threads(args.threads)
-  policy = getattr(args, 'precision', 'float32')
-  if getattr(args, 'mixed_precision', 0):
-    if policy not in ('float32', 'mixed_float16'):
-      raise ValueError(f'--mixed_precision=1 means --precision=mixed_float16, not {policy}')
-    policy = 'mixed_float16'
-  keras.mixed_precision.set_global_policy(policy)
+  config_flags.apply_precision(args)  # --precision, or its --mixed_precision shorthand
   dtype = keras.mixed_precision.global_policy().compute_dtype
   matmul = measure_matmul(args.matmul_size, args.matmul_repeats, args.seed, dtype)
   matmul.update(measure_bandwidth(getattr(args, 'bandwidth_mb', 0)))

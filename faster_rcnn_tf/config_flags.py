@@ -10,6 +10,7 @@ import os
 from absl import flags
 
 from faster_rcnn_tf import backbones
+from faster_rcnn_tf.layers import detection_generator
 
 
 def _floats(name, default, help_text):
@@ -64,7 +65,7 @@ def define_model_flags():
                     "faster than float32). Variables stay float32, so checkpoints load "
                     "under any of them; evaluate.py / export.py / predict.py read the "
                     "run's value unless given one.")
-  flags.DEFINE_enum('detection_nms_method', 'auto', ['auto', 'batched', 'kernel'],
+  flags.DEFINE_enum('detection_nms_method', 'auto', list(detection_generator.NMS_METHODS),
                     "The detection head's per-class NMS: batched (all classes and images "
                     "at once: fast on GPUs), kernel (TF's NMS kernel one class after "
                     "another: fast on CPUs) or auto (batched when a GPU is visible when "

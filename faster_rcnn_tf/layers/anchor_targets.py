@@ -4,9 +4,9 @@ Shape shorthand: B images, N anchors (H * W * A of the feature map), G padded
 ground-truth boxes. Boxes are yxyx pixels of the resized image (see `ops.box_ops`).
 """
 
-import keras
 import tensorflow as tf
 
+from faster_rcnn_tf.layers.box_geometry_layer import BoxGeometryLayer
 from faster_rcnn_tf.ops import box_ops
 from faster_rcnn_tf.ops import sampling
 
@@ -59,7 +59,7 @@ def assign_anchor_labels(anchors, inside, gt_boxes, gt_valid, positive_iou=0.7,
   return labels, matched_gt
 
 
-class AnchorTargets(keras.layers.Layer):
+class AnchorTargets(BoxGeometryLayer):
   """Samples RPN anchors and computes their targets.
 
   Call args:
@@ -75,9 +75,6 @@ class AnchorTargets(keras.layers.Layer):
 
   def __init__(self, positive_iou=0.7, negative_iou=0.3, num_samples=256,
                positive_fraction=0.5, allowed_border=0.0, **kwargs):
-    # Box geometry stays float32 under a mixed_float16 policy (coordinates of ~1000 px
-    # in float16 are off by up to half a pixel); float16 inputs are cast up.
-    kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.positive_iou = positive_iou
     self.negative_iou = negative_iou

@@ -2,10 +2,10 @@
 at most M detections per image, padded outputs plus a count. R (RoIs per image) must be
 static."""
 
-import keras
 import tensorflow as tf
 
 from faster_rcnn_tf import inputs
+from faster_rcnn_tf.layers.box_geometry_layer import BoxGeometryLayer
 from faster_rcnn_tf.ops import box_ops
 from faster_rcnn_tf.ops import nms
 
@@ -66,7 +66,7 @@ def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold
           tf.where(keep, top_class + 1, 0), tf.reduce_sum(tf.cast(keep, tf.int32), axis=1))
 
 
-class DetectionGenerator(keras.layers.Layer):
+class DetectionGenerator(BoxGeometryLayer):
   """Turns head outputs into final detections.
 
   Call args:
@@ -84,9 +84,6 @@ class DetectionGenerator(keras.layers.Layer):
 
   def __init__(self, score_threshold=0.05, nms_iou=0.3, max_detections=100,
                box_stds=box_ops.HEAD_BOX_STDS, nms_method='auto', **kwargs):
-    # Box geometry stays float32 under a mixed_float16 policy (coordinates of ~1000 px
-    # in float16 are off by up to half a pixel); float16 inputs are cast up.
-    kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.score_threshold = score_threshold
     self.nms_iou = nms_iou

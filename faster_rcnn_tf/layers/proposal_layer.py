@@ -5,9 +5,9 @@ resized image. Padding proposals (when NMS keeps fewer than P) are zero boxes wi
 `valid` False and score 0.
 """
 
-import keras
 import tensorflow as tf
 
+from faster_rcnn_tf.layers.box_geometry_layer import BoxGeometryLayer
 from faster_rcnn_tf.ops import box_ops
 
 
@@ -67,7 +67,7 @@ def generate_proposals(scores, deltas, anchors, image_sizes, pre_nms_topk, post_
   return rois, roi_scores, valid
 
 
-class ProposalLayer(keras.layers.Layer):
+class ProposalLayer(BoxGeometryLayer):
   """Keras wrapper of `generate_proposals` with separate train and test numbers.
 
   Call args: scores [B, N], deltas [B, N, 4], anchors [N, 4], image_sizes [B, 2],
@@ -77,9 +77,6 @@ class ProposalLayer(keras.layers.Layer):
   def __init__(self, train_pre_nms_topk=12000, train_post_nms_topk=2000,
                test_pre_nms_topk=6000, test_post_nms_topk=300, nms_iou=0.7, min_size=0.0,
                **kwargs):
-    # Box geometry stays float32 under a mixed_float16 policy (coordinates of ~1000 px
-    # in float16 are off by up to half a pixel); float16 inputs are cast up.
-    kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.train_pre_nms_topk = train_pre_nms_topk
     self.train_post_nms_topk = train_post_nms_topk

@@ -4,14 +4,14 @@ Shape shorthand: B images, P proposals, G padded ground-truth boxes, R sampled R
 K foreground classes (class ids 1..K, 0 = background). Boxes yxyx resized-image pixels.
 """
 
-import keras
 import tensorflow as tf
 
+from faster_rcnn_tf.layers.box_geometry_layer import BoxGeometryLayer
 from faster_rcnn_tf.ops import box_ops
 from faster_rcnn_tf.ops import sampling
 
 
-class ProposalTargets(keras.layers.Layer):
+class ProposalTargets(BoxGeometryLayer):
   """Adds ground truth to the proposals, labels them and samples R of them.
 
   A candidate is foreground if its best IoU with a ground-truth box is >= fg_iou, and
@@ -36,9 +36,6 @@ class ProposalTargets(keras.layers.Layer):
 
   def __init__(self, num_classes, num_samples=128, fg_fraction=0.25, fg_iou=0.5,
                bg_iou_hi=0.5, bg_iou_lo=0.1, box_stds=box_ops.HEAD_BOX_STDS, **kwargs):
-    # Box geometry stays float32 under a mixed_float16 policy (coordinates of ~1000 px
-    # in float16 are off by up to half a pixel); float16 inputs are cast up.
-    kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.num_classes = num_classes
     self.num_samples = num_samples
