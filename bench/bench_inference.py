@@ -288,6 +288,14 @@ def run(args):
   for m in modes:
     if m not in MODES:
       raise ValueError(f'--modes: unknown mode {m!r}; choose from {MODES}')
+  from faster_rcnn_tf import config_flags
+  from faster_rcnn_tf.layers import detection_generator
+  for flag, values, allowed in (
+      ('--nms_methods', args.nms_methods, detection_generator.NMS_METHODS),
+      ('--compare_precisions', args.compare_precisions, config_flags.PRECISIONS)):
+    for value in common.parse_list(values):
+      if value not in allowed:
+        raise ValueError(f'{flag}: unknown value {value!r}; choose from {allowed}')
   sizes = common.parse_sizes(args.sizes)
   batches = common.parse_ints(args.batches)
   matmul = common.start('inference', args)

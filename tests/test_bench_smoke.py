@@ -93,6 +93,13 @@ def test_inference_bench_compares_precisions_and_nms_methods_interleaved(capsys)
         kernel['sec_per_image_median'] / batched['sec_per_image_median'], rel=1e-3)
 
 
+@pytest.mark.parametrize('flag', ['--nms_methods=kernel,fast', '--compare_precisions=fp8'])
+def test_inference_bench_names_a_bad_variant_flag(flag):
+  args = bench_inference.build_parser().parse_args(['--backbones=tiny', flag])
+  with pytest.raises(ValueError, match=flag.split('=')[0] + ": unknown value '(fast|fp8)'"):
+    bench_inference.run(args)
+
+
 def test_time_interleaved_takes_turns():
   calls = []
   timings = common.time_interleaved({'a': lambda: calls.append('a'),
