@@ -5,7 +5,8 @@
         [--saved_model=EXPORT_DIR] [--saved_model_backbone=vgg16]
         [--fold_batch_norm=on|off|both] [--precision=float32|mixed_float16|mixed_bfloat16]
         [--compare_precisions=mixed_bfloat16,...]
-        [--nms_methods=auto|batched|kernel,...] [--repeats=5] [--warmup=1] [--threads=2]
+        [--nms_methods=auto|batched|kernel,...] [--inference_splits=auto|N,...]
+        [--repeats=5] [--warmup=1] [--threads=2]
 
 Modes:
   tf_function  tf.function(model.detect) on float32 images (random weights, 20 classes);
@@ -16,9 +17,11 @@ Modes:
                path's carry speedup_over_first_saved_model).
                Skipped, with a note on stderr, when no --saved_model is given.
 
-The batch sizes (and --fold_batch_norm=both's two models) of one mode and size are timed
-interleaved, call by call, so that their ratios (throughput_over_batch_1,
-speedup_over_unfolded) come from the same stretches of a noisy machine.
+The batch sizes (and the models of --fold_batch_norm=both, several --nms_methods,
+--inference_splits or --compare_precisions) of one mode and size are timed interleaved,
+call by call, so that their ratios (throughput_over_batch_1, speedup_over_unfolded,
+speedup_over_first_nms_method, speedup_over_first_inference_splits,
+speedup_over_first_precision) come from the same stretches of a noisy machine.
 
 Prints one JSON line per measurement (after a first line with this run's matmul roofline):
   {"bench": "inference", "config", "backbone", "mode", "height", "width", "batch",
@@ -77,6 +80,11 @@ def build_parser():
                       help="The detection head's NMS (FasterRCNN detection_nms_method): "
                       'auto, batched, kernel; several, comma-separated, are timed '
                       'interleaved (speedup_over_first_nms_method).')
+  parser.add_argument('--inference_splits', default='auto',
+                      help='FasterRCNN inference_splits: the batch run as this many '
+                      "sub-batches at once ('auto': 2 on CPUs, 1 on GPUs); several, "
+                      'comma-separated, are timed interleaved '
+                      '(speedup_over_first_inference_splits).')
   parser.add_argument('--compare_precisions', default='',
                       help='More Keras dtype policies (mixed_float16, mixed_bfloat16, '
                       'float32), each a model of its own timed interleaved with the '
@@ -288,8 +296,14 @@ def run(args):
   for m in modes:
     if m not in MODES:
       raise ValueError(f'--modes: unknown mode {m!r}; choose from {MODES}')
+  from faster_rcnn_tf import batch_splitting
   from faster_rcnn_tf import config_flags
   from faster_rcnn_tf.layers import detection_generator
+  for value in common.parse_list(args.inference_splits):
+    try:
+      batch_splitting.resolve_splits(value)
+    except ValueError as e:
+      raise ValueError(f'--inference_splits: {e}') from None
   for flag, values, allowed in (
       ('--nms_methods', args.nms_methods, detection_generator.NMS_METHODS),
       ('--compare_precisions', args.compare_precisions, config_flags.PRECISIONS)):
@@ -312,15 +326,24 @@ def run(args):
         args.matmul_size, args.matmul_repeats, args.seed, dtype))
     records.append(common.emit(dict(common.matmul_record('inference', args, matmuls[policy]),
                                     precision=policy)))
-  variants = [(fold, nms, policy) for fold in common.fold_variants(args.fold_batch_norm)
-              for nms in nms_methods for policy in precisions]
+  splits_values = common.parse_list(args.inference_splits)
+  variants = [(fold, nms, splits, policy)
+              for fold in common.fold_variants(args.fold_batch_norm)
+              for nms in nms_methods for splits in splits_values for policy in precisions]
+  # Each variant's speedup is reported against the variant differing only in one place:
+  # (field, index in the variant, the baseline value there).
+  baselines = (('speedup_over_unfolded', 0, False),
+               ('speedup_over_first_nms_method', 1, nms_methods[0]),
+               ('speedup_over_first_inference_splits', 2, splits_values[0]),
+               ('speedup_over_first_precision', 3, main_precision))
   for backbone in common.parse_list(args.backbones):
     model_modes = [m for m in modes if m != 'saved_model']
     if not model_modes:
       break
-    models = {(fold, nms, policy): common.build_model_under(
+    models = {(fold, nms, splits, policy): common.build_model_under(
         policy, backbone, args.num_classes, args.seed, test_post_nms_topk=args.num_rois,
-        fold_batch_norm=fold, detection_nms_method=nms) for fold, nms, policy in variants}
+        fold_batch_norm=fold, detection_nms_method=nms, inference_splits=splits)
+              for fold, nms, splits, policy in variants}
     fns = {variant: {'tf_function': tf.function(model.detect),
                      'xla_backbone': _detect_with_compiled_backbone(model),
                      'xla': tf.function(model.detect, jit_compile=True)}
@@ -336,9 +359,11 @@ def run(args):
           matmul.get('bandwidth_gbs'), activation_bytes=common.activation_bytes(policy))
           for batch in batches for policy in precisions}
       for mode in model_modes:
+        # At batch 1 every --inference_splits value runs the same graph: timed once.
         calls = {(batch,) + variant: (lambda fn=fns[variant][mode], x=inputs[batch]:
                                       common.to_host(fn(*x)))
-                 for batch in batches for variant in variants}
+                 for batch in batches for variant in variants
+                 if batch != 1 or variant[2] == splits_values[0]}
         try:  # interleaved: batches and variants share the machine's noisy stretches
           timings = common.time_interleaved(calls, args.warmup, args.repeats)
         except Exception as e:  # pylint: disable=broad-except
@@ -347,23 +372,19 @@ def run(args):
           continue
         per_image = {key: statistics.median(times) / key[0]
                      for key, (_, times) in timings.items()}
-        for (batch, fold, nms, policy), (warm, times) in timings.items():
-          extra = {'fold_batch_norm': fold, 'nms_method': nms, 'precision': policy}
-          if fold and (batch, False, nms, policy) in per_image:
-            extra['speedup_over_unfolded'] = round(
-                per_image[(batch, False, nms, policy)] / per_image[(batch, True, nms, policy)],
-                4)
-          if nms != nms_methods[0]:
-            extra['speedup_over_first_nms_method'] = round(
-                per_image[(batch, fold, nms_methods[0], policy)]
-                / per_image[(batch, fold, nms, policy)], 4)
-          if policy != main_precision:
-            extra['speedup_over_first_precision'] = round(
-                per_image[(batch, fold, nms, main_precision)]
-                / per_image[(batch, fold, nms, policy)], 4)
-          if batch != 1 and (1, fold, nms, policy) in per_image:
+        for (batch, *variant), (warm, times) in timings.items():
+          variant = tuple(variant)
+          fold, nms, splits, policy = variant
+          extra = {'fold_batch_norm': fold, 'nms_method': nms, 'inference_splits': splits,
+                   'precision': policy}
+          for field, index, baseline in baselines:
+            other = (batch,) + variant[:index] + (baseline,) + variant[index + 1:]
+            if variant[index] != baseline and other in per_image:
+              extra[field] = round(per_image[other] / per_image[(batch,) + variant], 4)
+          batch_1 = (1,) + variant[:2] + (splits_values[0],) + variant[3:]
+          if batch != 1 and batch_1 in per_image:
             extra['throughput_over_batch_1'] = round(
-                per_image[(1, fold, nms, policy)] / per_image[(batch, fold, nms, policy)], 4)
+                per_image[batch_1] / per_image[(batch,) + variant], 4)
           records.append(_record(args, backbone, mode, height, width, batch, warm,
                                  times, flop, matmuls[policy], extra=extra,
                                  bound=bounds[(batch, policy)]))

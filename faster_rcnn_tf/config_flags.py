@@ -71,6 +71,13 @@ def define_model_flags():
                     "another: fast on CPUs) or auto (batched when a GPU is visible when "
                     "the model is traced). Same detections. For export.py: name the "
                     "serving machine's kind when exporting on another kind.")
+  flags.DEFINE_string('inference_splits', 'auto',
+                      "Inference runs each batch as this many sub-batches that TensorFlow "
+                      "executes at the same time (faster on CPUs: idle cores get the "
+                      "other sub-batch's work; same detections): a positive integer, or "
+                      "auto (2 on CPUs, 1 when a GPU is visible when the model is traced). "
+                      "For export.py: name the serving machine's kind when exporting on "
+                      "another kind.")
   flags.DEFINE_bool('compile_backbone', False, 'Run the backbone XLA-compiled even when the '
                     'rest is not (faster VGG16 / ResNet convolutions on CPUs; not for '
                     'MobileNet). Exports ignore it.')
@@ -116,7 +123,7 @@ def model_kwargs(f, num_classes):
       roi_num_samples=f.roi_num_samples, roi_fg_fraction=f.roi_fg_fraction,
       roi_bg_iou_lo=f.roi_bg_iou_lo, score_threshold=f.score_threshold,
       max_detections=f.max_detections, detection_nms_method=f.detection_nms_method,
-      compile_backbone=f.compile_backbone)
+      compile_backbone=f.compile_backbone, inference_splits=f.inference_splits)
 
 
 def source_kwargs(f):

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from faster_rcnn_tf import backbones
 from faster_rcnn_tf import batch_norm_folding
+from faster_rcnn_tf import batch_splitting
 from faster_rcnn_tf import inputs
 from faster_rcnn_tf.layers.anchor_targets import AnchorTargets
 from faster_rcnn_tf.layers.detection_generator import DetectionGenerator
@@ -69,6 +70,10 @@ class FasterRCNN(keras.Model):
       (VGG16, tiny) runs through `ops.hybrid_conv` instead: XLA forward and input
       gradients, TensorFlow's faster filter gradients. Exports for TF Serving leave it
       off, since TF Serving runs XLA on CPUs only when told to.
+    inference_splits: 'auto' or an int: `detect` runs a batch as this many independent
+      sub-batches that TensorFlow executes at the same time (`batch_splitting`; faster
+      on CPUs, same detections); 'auto' is 2 on CPUs and 1 when a GPU is visible when
+      the model is traced.
   """
 
   def __init__(self, num_classes, backbone='vgg16', backbone_weights=None,
@@ -81,11 +86,14 @@ class FasterRCNN(keras.Model):
                roi_num_samples=128, roi_fg_fraction=0.25, roi_fg_iou=0.5,
                roi_bg_iou_hi=0.5, roi_bg_iou_lo=0.0, rpn_sigma=3.0, head_sigma=1.0,
                score_threshold=0.05, detection_nms_iou=0.3, max_detections=100,
-               detection_nms_method='auto', compile_backbone=False, **kwargs):
+               detection_nms_method='auto', compile_backbone=False,
+               inference_splits='auto', **kwargs):
     super().__init__(**kwargs)
     if train_post_nms_topk < roi_num_samples:
       raise ValueError(f'train_post_nms_topk ({train_post_nms_topk}) must be at least '
                        f'roi_num_samples ({roi_num_samples})')
+    batch_splitting.resolve_splits(inference_splits)  # validates
+    self.inference_splits = inference_splits
     self.num_classes = num_classes
     self.backbone_name = backbone
     self.rpn_sigma = rpn_sigma
@@ -232,8 +240,14 @@ class FasterRCNN(keras.Model):
   def detect(self, images, image_sizes):
     """Inference: images [B, Hp, Wp, 3] (0..255), image_sizes [B, 2] -> detections dict.
 
+    The batch runs as `inference_splits` sub-batches at once (see `batch_splitting`).
     """
-    image_sizes = tf.cast(image_sizes, tf.int32)
+    return batch_splitting.map_sub_batches(
+        self._detect_batch, (images, tf.cast(image_sizes, tf.int32)),
+        batch_splitting.resolve_splits(self.inference_splits))
+
+  def _detect_batch(self, images, image_sizes):
+    """`detect` of one (sub-)batch."""
     features = self.extract_features(images, image_sizes)
     _, _, _, rois, roi_valid = self.rpn(features, image_sizes, training=False)
     cls_logits, box_deltas = self.head(features, rois, training=False)

@@ -140,11 +140,17 @@ def test_reduced_precision_inference_tracks_float32(policy):
 
 # ---- batching ----
 
-def test_batch_of_two_sizes_matches_each_image_alone():
-  # Spread the head's scores so that the detection order is well defined.
-  model = _model(seed=3, score_threshold=0.01, max_detections=30)
+def _spread_scores_model(**overrides):
+  """A random tiny model whose head scores are spread out, so that the detection order
+  is well defined."""
+  model = _model(seed=3, score_threshold=0.01, max_detections=30, **overrides)
   kernel = model.cls_score.kernel
   kernel.assign(tf.random.stateless_normal(kernel.shape, seed=[7, 7], stddev=0.3))
+  return model
+
+
+def test_batch_of_two_sizes_matches_each_image_alone():
+  model = _spread_scores_model(inference_splits=1)  # one batch through every op
   rng = np.random.default_rng(2)
   img_a = rng.uniform(0, 255, (80, 64, 3)).astype(np.float32)
   img_b = rng.uniform(0, 255, (64, 96, 3)).astype(np.float32)
@@ -182,6 +188,36 @@ def test_batch_of_two_sizes_matches_each_image_alone():
     rois_alone = model.rpn(feats1, tf.constant(sizes[b:b + 1]), training=False)[3].numpy()[0]
     np.testing.assert_allclose(rois_together, rois_alone, atol=1e-4)
 
+
+
+def test_inference_splits_give_the_detections_of_the_whole_batch():
+  """detect as concurrent sub-batches (batch_splitting) against one batch, for a known
+  batch size and an unknown one (SavedModel signatures, evaluation datasets)."""
+  whole = _spread_scores_model(inference_splits=1)
+  split = _spread_scores_model(inference_splits=2)
+  rng = np.random.default_rng(5)
+  sizes = np.array([[80, 64], [64, 96], [72, 72], [80, 96], [50, 60]], np.int32)
+  images = np.zeros((5, 80, 96, 3), np.float32)
+  for i, (h, w) in enumerate(sizes):
+    images[i, :h, :w] = rng.uniform(0, 255, (h, w, 3))
+  expected = {k: v.numpy() for k, v in tf.function(whole.detect)(images, sizes).items()}
+  assert expected[inputs.NUM_DETECTIONS].min() > 0, 'expected detections from every image'
+  unknown_batch = tf.function(split.detect, input_signature=[
+      tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None, 2], tf.int32)])
+  def crops_in_graph(model):  # one CropAndResize per (sub-)batch run
+    graph = tf.function(model.detect).get_concrete_function(images, sizes).graph
+    return sum(op.type == 'CropAndResize' for op in graph.get_operations())
+  assert (crops_in_graph(whole), crops_in_graph(split)) == (1, 2)
+  for run in (tf.function(split.detect), unknown_batch):
+    for count in (5, 1):
+      got = run(tf.constant(images[:count]), tf.constant(sizes[:count]))
+      for k, value in expected.items():
+        np.testing.assert_allclose(got[k].numpy(), value[:count], atol=1e-5, err_msg=k)
+
+
+def test_inference_splits_refuses_a_bad_value():
+  with pytest.raises(ValueError, match='inference_splits.*0'):
+    _model(inference_splits=0)
 
 # ---- the compiled training step ----
 
