@@ -376,6 +376,7 @@ def run(args):
           variant = tuple(variant)
           fold, nms, splits, policy = variant
           extra = {'fold_batch_norm': fold, 'nms_method': nms, 'inference_splits': splits,
+                   'sub_batches': min(batch, batch_splitting.resolve_splits(splits)),
                    'precision': policy}
           for field, index, baseline in baselines:
             other = (batch,) + variant[:index] + (baseline,) + variant[index + 1:]

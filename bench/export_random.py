@@ -1,7 +1,7 @@
 """Exports a random-weight FasterRCNN as a SavedModel, to time the SavedModel path.
 
     python bench/export_random.py --backbone=vgg16 --export_dir=/tmp/bench_export
-        [--min_size=600] [--max_size=1000] [--version=N]
+        [--min_size=600] [--max_size=1000] [--version=N] [--inference_splits=auto|N]
 
 Writes EXPORT_DIR/N/ (N: one more than the highest there) with the same signatures as
 export.py (`faster_rcnn_tf.serving.export_module.DetectionModule`: serving_default and
@@ -36,6 +36,9 @@ def build_parser():
   parser.add_argument('--min_size', type=int, default=600)
   parser.add_argument('--max_size', type=int, default=1000)
   parser.add_argument('--num_rois', type=int, default=300, help='test_post_nms_topk.')
+  parser.add_argument('--inference_splits', default='auto',
+                      help='FasterRCNN inference_splits: sub-batches each request batch '
+                      "runs as at once ('auto': 2 when exported on a CPU machine).")
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--threads', type=int, default=common.DEFAULT_THREADS)
   return parser
@@ -55,9 +58,10 @@ def export(args):
   if os.path.exists(path):
     raise ValueError(f'{path} exists; nothing written')
   kwargs = dict(num_classes=len(VOC_CLASSES), backbone=args.backbone,
-                test_post_nms_topk=args.num_rois)
+                test_post_nms_topk=args.num_rois, inference_splits=args.inference_splits)
   model = common.build_model(args.backbone, len(VOC_CLASSES), args.seed,
-                             test_post_nms_topk=args.num_rois)
+                             test_post_nms_topk=args.num_rois,
+                             inference_splits=args.inference_splits)
   module = export_module.DetectionModule(model, VOC_CLASSES, args.min_size, args.max_size)
   tf.saved_model.save(module, path, signatures=module.signatures())
   info = {'model_kwargs': kwargs, 'min_size': args.min_size, 'max_size': args.max_size,

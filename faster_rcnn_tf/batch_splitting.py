@@ -7,7 +7,8 @@ executor (inter-op parallelism) fill those gaps with the other chain's work. Mob
 inference at 600x800 on 2 cores: batch 8 as two sub-batches of 4 ran 1.36x as fast as
 one batch of 8 (`bench/bench_inference.py --inference_splits=1,2`, README Performance).
 A GPU runs ops one after another on one stream, where a smaller batch per op only costs,
-so 'auto' splits on CPUs only.
+and an XLA-compiled function is one program with no inter-op parallelism, so 'auto'
+splits on CPUs outside XLA only.
 
 `map_sub_batches(fn, tensors, splits)` is `fn(*tensors)` computed sub-batch by
 sub-batch (sizes differing by at most one image) and joined along axis 0. Every output
@@ -22,16 +23,27 @@ AUTO = 'auto'
 CPU_SPLITS = 2  # the sub-batches 'auto' runs on CPUs (more measured no faster on 2 cores)
 
 
+def in_xla_compilation():
+  """True while tracing inside a `tf.function(jit_compile=True)` (TF's own test of its
+  XLA control-flow context; False if that private helper moves)."""
+  try:
+    from tensorflow.python.ops import control_flow_util  # pylint: disable=import-outside-toplevel
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+  except (ImportError, AttributeError):
+    return False
+
+
 def resolve_splits(splits, gpu_visible=None):
   """'auto' or a positive int (or its string) -> the number of sub-batches.
 
-  'auto' is 1 when TensorFlow sees a GPU (gpu_visible: override for tests), else
-  `CPU_SPLITS`. Raises ValueError naming `inference_splits` for anything else.
+  'auto' is 1 when TensorFlow sees a GPU (gpu_visible: override for tests) or inside an
+  XLA-compiled function, else `CPU_SPLITS`. Raises ValueError naming `inference_splits`
+  for anything else.
   """
   if isinstance(splits, str) and splits.strip().lower() == AUTO:
     if gpu_visible is None:
       gpu_visible = bool(tf.config.list_logical_devices('GPU'))
-    return 1 if gpu_visible else CPU_SPLITS
+    return 1 if gpu_visible or in_xla_compilation() else CPU_SPLITS
   try:
     value = int(splits)
   except (TypeError, ValueError):

@@ -15,6 +15,18 @@ def test_resolve_splits(value, gpu_visible, expected):
   assert batch_splitting.resolve_splits(value, gpu_visible=gpu_visible) == expected
 
 
+def test_auto_is_one_inside_xla_compilation():
+  resolved = {}
+
+  def record(jit):
+    resolved[jit] = batch_splitting.resolve_splits('auto', gpu_visible=False)
+    return tf.constant(0)
+
+  for jit in (False, True):
+    tf.function(lambda jit=jit: record(jit), jit_compile=jit)()
+  assert resolved == {False: batch_splitting.CPU_SPLITS, True: 1}
+
+
 @pytest.mark.parametrize('value', [0, -2, '0', 'two', 1.5, '', None, True])
 def test_resolve_splits_refuses_bad_values_naming_the_option(value):
   with pytest.raises(ValueError, match='inference_splits'):

@@ -2,6 +2,7 @@
 FLOP counter against TensorFlow's profiler. Numbers are not checked, only the fields."""
 
 import json
+import re
 
 import pytest
 
@@ -93,10 +94,35 @@ def test_inference_bench_compares_precisions_and_nms_methods_interleaved(capsys)
         kernel['sec_per_image_median'] / batched['sec_per_image_median'], rel=1e-3)
 
 
-@pytest.mark.parametrize('flag', ['--nms_methods=kernel,fast', '--compare_precisions=fp8'])
-def test_inference_bench_names_a_bad_variant_flag(flag):
+def test_inference_bench_compares_inference_splits_interleaved(capsys):
+  args = bench_inference.build_parser().parse_args([
+      '--backbones=tiny', '--sizes=64x96', '--modes=tf_function',
+      '--repeats=2', '--warmup=1', '--matmul_size=64', '--matmul_repeats=1',
+      '--num_rois=16', '--batches=1,4', '--bandwidth_mb=8', '--inference_splits=1,2'])
+  records = bench_inference.run(args)
+  capsys.readouterr()
+  by_key = {(r['batch'], r['inference_splits']): r for r in records
+            if r['mode'] != 'matmul_roofline'}
+  # Batch 1 runs the same graph whatever the splits: timed once, under the first value.
+  assert sorted(by_key) == [(1, '1'), (4, '1'), (4, '2')]
+  assert [by_key[k]['sub_batches'] for k in sorted(by_key)] == [1, 1, 2]
+  one, two = by_key[(4, '1')], by_key[(4, '2')]
+  assert two['speedup_over_first_inference_splits'] == pytest.approx(
+      one['sec_per_image_median'] / two['sec_per_image_median'], rel=1e-3)
+  assert 'speedup_over_first_inference_splits' not in one
+  for rec in (one, two):
+    assert rec['throughput_over_batch_1'] == pytest.approx(
+        by_key[(1, '1')]['sec_per_image_median'] / rec['sec_per_image_median'], rel=1e-3)
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--nms_methods=kernel,fast', "--nms_methods: unknown value 'fast'"),
+    ('--compare_precisions=fp8', "--compare_precisions: unknown value 'fp8'"),
+    ('--inference_splits=2,0', "--inference_splits: inference_splits: expected 'auto' or "
+     "a positive integer, got '0'")])
+def test_inference_bench_names_a_bad_variant_flag(flag, message):
   args = bench_inference.build_parser().parse_args(['--backbones=tiny', flag])
-  with pytest.raises(ValueError, match=flag.split('=')[0] + ": unknown value '(fast|fp8)'"):
+  with pytest.raises(ValueError, match=re.escape(message)):
     bench_inference.run(args)
 
 
