@@ -239,8 +239,9 @@ def test_folded_model_exports_and_serves_the_same_detections(tmp_path):
   detections as the unfolded model in this process."""
   from faster_rcnn_tf.model import FasterRCNN
   from faster_rcnn_tf.serving import export_module
+  # One copy of the model in the graph (no sub-batches), so that Pad ops count per model.
   kwargs = dict(backbone='mobilenet_v2', rpn_channels=32, test_post_nms_topk=20,
-                score_threshold=0.0)
+                score_threshold=0.0, inference_splits=1)
   keras.utils.set_random_seed(0)
   folded = FasterRCNN(3, **kwargs)
   unfolded = FasterRCNN(3, fold_batch_norm=False, **kwargs)
