@@ -10,6 +10,7 @@ import os
 from absl import flags
 
 from faster_rcnn_tf import backbones
+from faster_rcnn_tf import batch_splitting
 from faster_rcnn_tf.layers import detection_generator
 
 
@@ -78,12 +79,23 @@ def define_model_flags():
                       "auto (2 on CPUs, 1 when a GPU is visible when the model is traced). "
                       "For export.py: name the serving machine's kind when exporting on "
                       "another kind.")
+  flags.register_validator('inference_splits', valid_inference_splits,
+                           message="expected 'auto' or a positive integer")
   flags.DEFINE_bool('compile_backbone', False, 'Run the backbone XLA-compiled even when the '
                     'rest is not (faster VGG16 / ResNet convolutions on CPUs; not for '
                     'MobileNet). Exports ignore it.')
 
 
 PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
+
+
+def valid_inference_splits(value):
+  """Whether --inference_splits has a value `batch_splitting.resolve_splits` takes."""
+  try:
+    batch_splitting.resolve_splits(value, gpu_visible=False)
+  except ValueError:
+    return False
+  return True
 
 
 def resolve_precision(f):

@@ -40,3 +40,10 @@ def test_apply_precision_sets_the_keras_policy():
     assert keras.mixed_precision.global_policy().variable_dtype == 'float32'
   finally:
     keras.mixed_precision.set_global_policy('float32')
+
+
+@pytest.mark.parametrize('value,valid', [
+    ('auto', True), ('2', True), ('1', True), ('0', False), ('-1', False), ('two', False),
+    ('1.5', False)])
+def test_inference_splits_validator(value, valid):
+  assert config_flags.valid_inference_splits(value) is valid

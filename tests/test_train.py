@@ -30,6 +30,7 @@ def _losses_by_step(stdout):
     (['--backbone=resnet9000'], 'resnet9000'),
     (['--num_steps=-3'], 'num_steps'),
     (['--mixed_precision', '--precision=mixed_bfloat16'], 'mixed_bfloat16'),
+    (['--inference_splits=0'], "--inference_splits=0: expected 'auto' or a positive"),
 ])
 def test_bad_config_names_the_problem_and_writes_nothing(tmp_path, args, expected):
   model_dir = tmp_path / 'run'
