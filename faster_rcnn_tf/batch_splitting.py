@@ -4,8 +4,9 @@ On a CPU, one image's ops leave cores idle: single-threaded kernels (NMS, top-k,
 gathers), and the start and end of every multi-threaded op, where its threads wait for
 the slowest. A batch whose images run as two independent chains of ops lets TensorFlow's
 executor (inter-op parallelism) fill those gaps with the other chain's work. MobileNetV2
-inference at 600x800 on 2 cores: batch 8 as two sub-batches of 4 ran 1.36x as fast as
-one batch of 8 (`bench/bench_inference.py --inference_splits=1,2`, README Performance).
+inference on 2 cores: batch 8 as two sub-batches of 4 ran 1.25x-1.32x as fast as one
+batch of 8 (600x800 and 600x1000), VGG16 1.11x-1.16x (`bench/bench_inference.py
+--inference_splits=1,2`, README Performance).
 A GPU runs ops one after another on one stream, where a smaller batch per op only costs,
 and an XLA-compiled function is one program with no inter-op parallelism, so 'auto'
 splits on CPUs outside XLA only.
@@ -20,7 +21,7 @@ to the batch's size before the model).
 import tensorflow as tf
 
 AUTO = 'auto'
-CPU_SPLITS = 2  # the sub-batches 'auto' runs on CPUs (more measured no faster on 2 cores)
+CPU_SPLITS = 2  # the sub-batches 'auto' runs on CPUs (8 singles measured slower on 2 cores)
 
 
 def in_xla_compilation():
