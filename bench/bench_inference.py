@@ -82,8 +82,8 @@ def build_parser():
                       'interleaved (speedup_over_first_nms_method).')
   parser.add_argument('--inference_splits', default='auto',
                       help='FasterRCNN inference_splits: the batch run as this many '
-                      "sub-batches at once ('auto': 2 on CPUs, 1 on GPUs); several, "
-                      'comma-separated, are timed interleaved '
+                      "sub-batches at once ('auto': 2 on CPUs, 1 on GPUs and TPUs); "
+                      'several, comma-separated, are timed interleaved '
                       '(speedup_over_first_inference_splits).')
   parser.add_argument('--compare_precisions', default='',
                       help='More Keras dtype policies (mixed_float16, mixed_bfloat16, '

@@ -8,8 +8,8 @@ inference on 2 cores: batch 8 as two sub-batches of 4 ran 1.25x-1.32x as fast as
 batch of 8 (600x800 and 600x1000), VGG16 1.11x-1.16x (`bench/bench_inference.py
 --inference_splits=1,2`, README Performance).
 A GPU runs ops one after another on one stream, where a smaller batch per op only costs,
-and an XLA-compiled function is one program with no inter-op parallelism, so 'auto'
-splits on CPUs outside XLA only.
+and an XLA-compiled function (TPUs too) is one program with no inter-op parallelism, so
+'auto' splits on CPUs outside XLA only.
 
 `map_sub_batches(fn, tensors, splits)` is `fn(*tensors)` computed sub-batch by
 sub-batch (sizes differing by at most one image) and joined along axis 0. Every output
@@ -34,17 +34,18 @@ def in_xla_compilation():
     return False
 
 
-def resolve_splits(splits, gpu_visible=None):
+def resolve_splits(splits, accelerator_visible=None):
   """'auto' or a positive int (or its string) -> the number of sub-batches.
 
-  'auto' is 1 when TensorFlow sees a GPU (gpu_visible: override for tests) or inside an
-  XLA-compiled function, else `CPU_SPLITS`. Raises ValueError naming `inference_splits`
-  for anything else.
+  'auto' is 1 when TensorFlow sees a GPU or TPU (accelerator_visible: override for
+  tests) or inside an XLA-compiled function, else `CPU_SPLITS`. Raises ValueError naming
+  `inference_splits` for anything else.
   """
   if isinstance(splits, str) and splits.strip().lower() == AUTO:
-    if gpu_visible is None:
-      gpu_visible = bool(tf.config.list_logical_devices('GPU'))
-    return 1 if gpu_visible or in_xla_compilation() else CPU_SPLITS
+    if accelerator_visible is None:
+      accelerator_visible = bool(tf.config.list_logical_devices('GPU')
+                                 or tf.config.list_logical_devices('TPU'))
+    return 1 if accelerator_visible or in_xla_compilation() else CPU_SPLITS
   try:
     value = int(splits)
   except (TypeError, ValueError):

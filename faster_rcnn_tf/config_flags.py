@@ -76,8 +76,8 @@ def define_model_flags():
                       "Inference runs each batch as this many sub-batches that TensorFlow "
                       "executes at the same time (faster on CPUs: idle cores get the "
                       "other sub-batch's work; same detections): a positive integer, or "
-                      "auto (2 on CPUs, 1 when a GPU is visible when the model is traced). "
-                      "For export.py: name the serving machine's kind when exporting on "
+                      "auto (2 on CPUs, 1 when a GPU or TPU is visible when the model is "
+                      "traced). For export.py: name the serving machine's kind when exporting on "
                       "another kind.")
   flags.register_validator('inference_splits', valid_inference_splits,
                            message="expected 'auto' or a positive integer")
@@ -92,7 +92,7 @@ PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
 def valid_inference_splits(value):
   """Whether --inference_splits has a value `batch_splitting.resolve_splits` takes."""
   try:
-    batch_splitting.resolve_splits(value, gpu_visible=False)
+    batch_splitting.resolve_splits(value, accelerator_visible=False)
   except ValueError:
     return False
   return True

@@ -72,8 +72,8 @@ class FasterRCNN(keras.Model):
       off, since TF Serving runs XLA on CPUs only when told to.
     inference_splits: 'auto' or an int: `detect` runs a batch as this many independent
       sub-batches that TensorFlow executes at the same time (`batch_splitting`; faster
-      on CPUs, same detections); 'auto' is 2 on CPUs and 1 when a GPU is visible when
-      the model is traced.
+      on CPUs, same detections); 'auto' is 2 on CPUs and 1 when a GPU or TPU is
+      visible when the model is traced.
   """
 
   def __init__(self, num_classes, backbone='vgg16', backbone_weights=None,

@@ -8,18 +8,18 @@ import tensorflow as tf
 from faster_rcnn_tf import batch_splitting
 
 
-@pytest.mark.parametrize('value, gpu_visible, expected', [
+@pytest.mark.parametrize('value, accelerator_visible, expected', [
     ('auto', False, batch_splitting.CPU_SPLITS), ('auto', True, 1), (' AUTO ', False, 2),
     (1, False, 1), (3, True, 3), ('4', False, 4), (2.0, False, 2)])
-def test_resolve_splits(value, gpu_visible, expected):
-  assert batch_splitting.resolve_splits(value, gpu_visible=gpu_visible) == expected
+def test_resolve_splits(value, accelerator_visible, expected):
+  assert batch_splitting.resolve_splits(value, accelerator_visible=accelerator_visible) == expected
 
 
 def test_auto_is_one_inside_xla_compilation():
   resolved = {}
 
   def record(jit):
-    resolved[jit] = batch_splitting.resolve_splits('auto', gpu_visible=False)
+    resolved[jit] = batch_splitting.resolve_splits('auto', accelerator_visible=False)
     return tf.constant(0)
 
   for jit in (False, True):
@@ -30,7 +30,7 @@ def test_auto_is_one_inside_xla_compilation():
 @pytest.mark.parametrize('value', [0, -2, '0', 'two', 1.5, '', None, True])
 def test_resolve_splits_refuses_bad_values_naming_the_option(value):
   with pytest.raises(ValueError, match='inference_splits'):
-    batch_splitting.resolve_splits(value, gpu_visible=False)
+    batch_splitting.resolve_splits(value, accelerator_visible=False)
 
 
 @pytest.mark.parametrize('batch, splits, expected', [
