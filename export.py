@@ -64,7 +64,8 @@ def main(argv):
   print(f'Exported {info["checkpoint"]} to {path} (version {info["version"]}; '
         f'{len(info["class_names"])} classes, score threshold {info["score_threshold"]}, '
         f'at most {info["max_detections"]} detections, min_size {info["min_size"]}, '
-        f'max_size {info["max_size"]})', flush=True)
+        f'max_size {info["max_size"]}; head NMS {info["detection_nms_method"]}, '
+        f'{info["inference_splits"]} sub-batch(es) per request batch)', flush=True)
   return 0
 
 

@@ -72,14 +72,15 @@ def define_model_flags():
                     "another: fast on CPUs) or auto (batched when a GPU is visible when "
                     "the model is traced). Same detections. For export.py: name the "
                     "serving machine's kind when exporting on another kind.")
-  flags.DEFINE_string('inference_splits', 'auto',
-                      "Inference runs each batch as this many sub-batches that TensorFlow "
-                      "executes at the same time (faster on CPUs: idle cores get the "
-                      "other sub-batch's work; same detections): a positive integer, or "
-                      "auto (2 on CPUs, 1 when a GPU or TPU is visible when the model is "
-                      "traced). For export.py: name the serving machine's kind when exporting on "
-                      "another kind.")
-  flags.register_validator('inference_splits', valid_inference_splits,
+  splits = flags.DEFINE_string(
+      'inference_splits', 'auto',
+      "Inference runs each batch as this many sub-batches that TensorFlow executes at the "
+      "same time (faster on CPUs: idle cores get the other sub-batch's work; same "
+      "detections): a positive integer, or auto (2 on CPUs, 1 when a GPU or TPU is visible "
+      "when the model is traced). For export.py: name the serving machine's kind when "
+      "exporting on another kind.")
+  # By its holder: the validator goes to the FlagValues the flag was defined in.
+  flags.register_validator(splits, valid_inference_splits,
                            message="expected 'auto' or a positive integer")
   flags.DEFINE_bool('compile_backbone', False, 'Run the backbone XLA-compiled even when the '
                     'rest is not (faster VGG16 / ResNet convolutions on CPUs; not for '

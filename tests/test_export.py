@@ -328,16 +328,24 @@ def test_header_size_reads_png_and_jpeg_without_decoding(images):
 # ---------------------------------------------------------------- versions and writes
 
 def test_second_export_is_next_version_and_identical(base, tiny_model_dir, loaded, images):
-  """...also when it runs the detection head's NMS batched (--detection_nms_method, the
-  form for GPU serving): same detections, the per-class NMS kernel gone from the graph
-  (the proposal layer keeps its one)."""
+  """...also when it runs the detection head's NMS batched and each request batch as one
+  (--detection_nms_method=batched --inference_splits=1, the GPU serving forms): same
+  detections, the per-class NMS kernel gone from the graph (the proposal layer keeps its
+  one), one copy of the model where the CPU form ('auto' here) holds three (two
+  sub-batches and the whole batch, for batches of one image)."""
   fv = support.run_flag_values(tiny_model_dir)
   fv.detection_nms_method = 'batched'
+  fv.inference_splits = '1'
   path, info = exporter.export_saved_model(tiny_model_dir, base, fv)
   assert path == os.path.join(base, '2') and info['version'] == 2
-  nms_ops = {v: _graph_ops(os.path.join(base, v))[0].count('NonMaxSuppressionV4')
-             for v in ('1', '2')}
-  assert nms_ops['2'] < nms_ops['1'], nms_ops
+  first_info = json.loads(open(os.path.join(base, '1', exporter.INFO_FILE)).read())
+  assert ((first_info['detection_nms_method'], first_info['inference_splits']),
+          (info['detection_nms_method'], info['inference_splits'])) == (('kernel', 2),
+                                                                          ('batched', 1))
+  ops = {v: _graph_ops(os.path.join(base, v))[0] for v in ('1', '2')}
+  assert ops['2'].count('NonMaxSuppressionV4') < ops['1'].count('NonMaxSuppressionV4')
+  crops = {v: ops[v].count('CropAndResize') for v in ops}  # one per model copy and function
+  assert crops['2'] > 0 and crops['1'] == 3 * crops['2'], crops
   assert exporter.existing_versions(base) == [1, 2]
   again = tf.saved_model.load(path)
   request = tf.constant(images['encoded'])

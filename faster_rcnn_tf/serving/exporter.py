@@ -7,7 +7,9 @@ end: a crash or an error leaves no half-written version. N defaults to one more 
 highest existing version; an existing version is never overwritten.
 
 BASE/N holds the SavedModel (saved_model.pb, variables/, assets/, fingerprint.pb) plus
-export_info.json (what was exported: checkpoint, class names, sizes, thresholds).
+export_info.json (what was exported: checkpoint, class names, sizes, thresholds, and the
+choices made for the exporting machine's kind: the detection head's NMS method and the
+sub-batches each request batch runs as).
 """
 
 import json
@@ -15,6 +17,8 @@ import os
 import shutil
 import tempfile
 
+from faster_rcnn_tf import batch_splitting
+from faster_rcnn_tf.layers import detection_generator
 from faster_rcnn_tf.serving import export_module
 from faster_rcnn_tf.serving import preprocess
 from faster_rcnn_tf.serving import run_dir
@@ -102,6 +106,10 @@ def export_saved_model(model_dir, export_base, flag_values, checkpoint=None, ver
       'max_detections': flag_values.max_detections,
       'max_image_pixels': int(max_image_pixels),
       'pad_multiple': preprocess.DEFAULT_PAD_MULTIPLE,
+      # 'auto' settings are decided when the graph is traced, i.e. for this machine:
+      'detection_nms_method': detection_generator.resolve_nms_method(
+          model.detection_generator.nms_method),
+      'inference_splits': batch_splitting.resolve_splits(model.inference_splits),
       'signatures': {
           export_module.SERVING_DEFAULT: {export_module.IMAGE_BYTES: 'string [batch]'},
           export_module.DETECT_IMAGES: {export_module.IMAGES: 'uint8 [batch, height, width, 3]'},
