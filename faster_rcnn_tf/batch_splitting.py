@@ -20,18 +20,10 @@ to the batch's size before the model).
 
 import tensorflow as tf
 
+from faster_rcnn_tf.ops import xla_context
+
 AUTO = 'auto'
 CPU_SPLITS = 2  # the sub-batches 'auto' runs on CPUs (8 singles measured slower on 2 cores)
-
-
-def in_xla_compilation():
-  """True while tracing inside a `tf.function(jit_compile=True)` (TF's own test of its
-  XLA control-flow context; False if that private helper moves)."""
-  try:
-    from tensorflow.python.ops import control_flow_util  # pylint: disable=import-outside-toplevel
-    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
-  except (ImportError, AttributeError):
-    return False
 
 
 def resolve_splits(splits, accelerator_visible=None):
@@ -45,7 +37,9 @@ def resolve_splits(splits, accelerator_visible=None):
     if accelerator_visible is None:
       accelerator_visible = bool(tf.config.list_logical_devices('GPU')
                                  or tf.config.list_logical_devices('TPU'))
-    return 1 if accelerator_visible or in_xla_compilation() else CPU_SPLITS
+    if accelerator_visible or xla_context.in_xla_compilation(if_unknown=False):
+      return 1
+    return CPU_SPLITS
   try:
     value = int(splits)
   except (TypeError, ValueError):

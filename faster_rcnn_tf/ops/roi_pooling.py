@@ -12,6 +12,8 @@ coordinate y maps to the fractional cell index y / s - 0.5.
 
 import tensorflow as tf
 
+from faster_rcnn_tf.ops import xla_context
+
 
 def crop_and_resize(features, boxes, box_indices, crop_size):
   """Bilinear crops, same semantics as `tf.image.crop_and_resize`.
@@ -62,16 +64,6 @@ def crop_and_resize(features, boxes, box_indices, crop_size):
   return tf.cast(tf.where(valid, crops, 0.0), features.dtype)
 
 
-def _in_xla_context():
-  """True while tracing inside a function compiled with XLA (jit_compile=True)."""
-  try:
-    from tensorflow.python.framework import ops  # pylint: disable=g-import-not-at-top
-    from tensorflow.python.ops import control_flow_util  # pylint: disable=g-import-not-at-top
-    return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
-  except (ImportError, AttributeError):  # internal API moved: the portable choice
-    return True
-
-
 def crop_pool(features, rois, stride, crop_size=7, max_pool=True, impl='auto'):
   """Crops every RoI of every image to a fixed grid.
 
@@ -99,7 +91,8 @@ def crop_pool(features, rois, stride, crop_size=7, max_pool=True, impl='auto'):
   box_indices = tf.repeat(tf.range(num_images), num_rois)
   size = crop_size * 2 if max_pool else crop_size
   if impl == 'auto':
-    impl = 'gather' if _in_xla_context() else 'native'
+    # Unknown: gather, which works everywhere.
+    impl = 'gather' if xla_context.in_xla_compilation(if_unknown=True) else 'native'
   if impl == 'native':
     image = features  # the kernel takes float16 / float32 but not bfloat16
     if features.dtype == tf.bfloat16:
