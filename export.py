@@ -16,7 +16,15 @@ Signatures (see faster_rcnn_tf/serving/export_module.py and docs/serving.md):
 both returning detection_boxes (normalized yxyx), detection_scores, detection_classes,
 detection_class_names and num_detections.
 
-Exit status: 0 exported, 2 bad flags / run folder / checkpoint / version (nothing written).
+Other formats (one file each, see docs/deploy.md):
+  --format=tflite [--tflite_size=320 | HxW] [--tflite_quantization=none|float16|dynamic]
+      EXPORT_DIR/faster_rcnn_HxW_QUANT.tflite: LiteRT builtin ops only, one uint8 image
+      of any size letterboxed inside the model into HxW
+  --format=onnx [--tflite_size=...]
+      EXPORT_DIR/faster_rcnn_HxW.onnx: the same graph through tf2onnx, for ONNX Runtime
+
+Exit status: 0 exported, 2 bad flags / run folder / checkpoint / version / a conversion
+that failed (nothing written).
 """
 
 import sys
@@ -44,7 +52,34 @@ flags.DEFINE_integer('max_image_pixels', preprocess.DEFAULT_MAX_IMAGE_PIXELS,
                      'serving_default gives zero detections for encoded images with more '
                      'pixels than this (memory bound).')
 
+flags.DEFINE_enum('format', 'saved_model', ['saved_model', 'tflite', 'onnx'],
+                  'What to write: a SavedModel version folder (TF Serving), a LiteRT '
+                  '.tflite file or an .onnx file.')
+flags.DEFINE_string('tflite_size', '320', 'tflite / onnx: the size images are letterboxed '
+                    'into inside the model, S (S x S) or HxW.')
+flags.DEFINE_enum('tflite_quantization', 'none', ['none', 'float16', 'dynamic'],
+                  'tflite: float32 weights, float16 weights, or int8 weights with '
+                  'dynamic-range quantized convolutions.')
+
 PROG = 'export.py'
+
+
+def export_portable():
+  """--format=tflite / onnx; returns the exit status."""
+  from faster_rcnn_tf.serving import portable
+  from faster_rcnn_tf.serving import portable_export
+  try:
+    size = portable.parse_size(FLAGS.tflite_size)
+    path, info = portable_export.export_run(
+        FLAGS.format, FLAGS.model_dir, FLAGS.export_dir, FLAGS, checkpoint=FLAGS.checkpoint,
+        size=size, quantization=FLAGS.tflite_quantization)
+  except (ValueError, portable_export.ExportError) as e:
+    print(f'{PROG}: error: {e}', file=sys.stderr)
+    return 2
+  print(f'Exported {info["checkpoint"]} to {path} ({len(info["class_names"])} classes, '
+        f'letterboxed into {size[0]}x{size[1]}, score threshold {info["score_threshold"]}, '
+        f'at most {info["max_detections"]} detections)', flush=True)
+  return 0
 
 
 def main(argv):
@@ -53,6 +88,8 @@ def main(argv):
     return 2
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # TF's INFO lines about saving are noise here.
+  if FLAGS.format != 'saved_model':
+    return export_portable()
   from faster_rcnn_tf.serving import exporter
   try:
     path, info = exporter.export_saved_model(

@@ -6,6 +6,8 @@ One model source:
                                   from DIR/flags.cfg, as in export.py)
   --server=http://HOST:8501 --model_name=NAME [--model_version=N]   TF Serving REST
   --grpc=HOST:8500 --model_name=NAME [--model_version=N]            TF Serving gRPC
+  --tflite=FILE                   a .tflite export (LiteRT interpreter, XNNPACK)
+  --onnx=FILE                     an .onnx export (ONNX Runtime)
 
     python predict.py --saved_model=exports/voc --output_dir=out photos/ extra.jpg
 
@@ -39,6 +41,10 @@ flags.DEFINE_string('checkpoint', None, 'With --model_dir: checkpoint prefix or 
                     '(default: the latest).')
 flags.DEFINE_string('server', None, 'TF Serving REST address, e.g. http://localhost:8501.')
 flags.DEFINE_string('grpc', None, 'TF Serving gRPC address, e.g. localhost:8500.')
+flags.DEFINE_string('tflite', None, 'A .tflite file written by export.py --format=tflite.')
+flags.DEFINE_string('onnx', None, 'An .onnx file written by export.py --format=onnx.')
+flags.DEFINE_integer('num_threads', None, '--tflite / --onnx: CPU threads (default: the '
+                     'runtime\'s).')
 flags.DEFINE_string('model_name', None, 'TF Serving model name (--server / --grpc).')
 flags.DEFINE_integer('model_version', None, 'TF Serving model version (default: latest).')
 flags.DEFINE_string('output_dir', None, 'Where detections.json and the pictures go.')
@@ -49,6 +55,7 @@ flags.DEFINE_bool('draw', True, 'Write annotated PNGs.')
 flags.DEFINE_float('timeout', 60.0, 'Seconds to wait for a server answer.')
 
 PROG = 'predict.py'
+SOURCES = ('saved_model', 'model_dir', 'server', 'grpc', 'tflite', 'onnx')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 
 
@@ -77,10 +84,9 @@ def collect_images(paths):
 
 
 def _validate():
-  sources = [name for name in ('saved_model', 'model_dir', 'server', 'grpc')
-             if getattr(FLAGS, name)]
+  sources = [name for name in SOURCES if getattr(FLAGS, name)]
   if len(sources) != 1:
-    raise UsageError('give exactly one of --saved_model, --model_dir, --server, --grpc '
+    raise UsageError(f'give exactly one of {", ".join("--" + s for s in SOURCES)} '
                      f'(got {sources or "none"})')
   if sources[0] in ('server', 'grpc') and not FLAGS.model_name:
     raise UsageError(f'--{sources[0]} needs --model_name')
@@ -109,6 +115,13 @@ def make_client(source):
     module = export_module.DetectionModule(model, class_names, FLAGS.min_size,
                                            FLAGS.max_size)
     return client.ModuleClient(module, f'checkpoint {path}')
+  if source in ('tflite', 'onnx'):
+    from faster_rcnn_tf.serving import portable_clients
+    make = portable_clients.TFLiteClient if source == 'tflite' else portable_clients.OnnxClient
+    try:
+      return make(getattr(FLAGS, source), FLAGS.num_threads)
+    except client.ServingError as e:
+      raise UsageError(str(e))
   if source == 'server':
     return client.RestClient(FLAGS.server, FLAGS.model_name, FLAGS.model_version,
                              FLAGS.timeout)

@@ -7,6 +7,11 @@ import tempfile
 def atomic_write_text(path, text):
   """Writes text to path via a temporary file in the same directory and os.replace, so a
   reader never sees a half-written file; the folder is created if needed."""
+  atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def atomic_write_bytes(path, data):
+  """`atomic_write_text` for bytes."""
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
@@ -14,8 +19,8 @@ def atomic_write_text(path, text):
                              dir=directory)
   try:
     os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -8,6 +8,7 @@ from faster_rcnn_tf import inputs
 from faster_rcnn_tf.layers.box_geometry_layer import BoxGeometryLayer
 from faster_rcnn_tf.ops import box_ops
 from faster_rcnn_tf.ops import nms
+from faster_rcnn_tf.ops import padded_nms
 
 
 NMS_METHODS = ('auto', 'batched', 'kernel')
@@ -18,10 +19,8 @@ def _kernel_nms(boxes, scores, max_output_size, iou_threshold, score_threshold):
   the other (tf.map_fn): boxes [S, N, 4], scores [S, N] -> indices [S, M], num [S]."""
   def one_set(args):
     set_boxes, set_scores = args
-    idx, n = tf.raw_ops.NonMaxSuppressionV4(
-        boxes=set_boxes, scores=set_scores, max_output_size=max_output_size,
-        iou_threshold=iou_threshold, score_threshold=score_threshold,
-        pad_to_max_output_size=True)
+    idx, n = padded_nms.padded_nms(set_boxes, set_scores, max_output_size, iou_threshold,
+                                   score_threshold)
     return tf.where(tf.range(max_output_size) < n, idx, 0), n
   return tf.map_fn(one_set, (boxes, scores),
                    fn_output_signature=(tf.TensorSpec([max_output_size], tf.int32),

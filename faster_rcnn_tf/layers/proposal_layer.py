@@ -9,15 +9,13 @@ import tensorflow as tf
 
 from faster_rcnn_tf.layers.box_geometry_layer import BoxGeometryLayer
 from faster_rcnn_tf.ops import box_ops
+from faster_rcnn_tf.ops import padded_nms
 
 
 def _nms_padded(boxes, scores, max_output_size, iou_threshold):
   """Greedy NMS of one image with a static output size: (indices [P], num_valid [])."""
-  indices, num_valid = tf.raw_ops.NonMaxSuppressionV4(
-      boxes=boxes, scores=scores, max_output_size=max_output_size,
-      iou_threshold=iou_threshold, score_threshold=tf.constant(float('-inf')),
-      pad_to_max_output_size=True)
-  return indices, num_valid
+  return padded_nms.padded_nms(boxes, scores, max_output_size, iou_threshold,
+                               tf.constant(float('-inf')))
 
 
 def generate_proposals(scores, deltas, anchors, image_sizes, pre_nms_topk, post_nms_topk,

@@ -8,11 +8,34 @@ CropAndResize.
 Feature cell (i, j) of a stride-s map is centred on image pixel coordinates
 (s * i + s / 2, s * j + s / 2) (continuous convention, see `box_ops`), so an image
 coordinate y maps to the fractional cell index y / s - 0.5.
+
+`forced_impl('gather')` makes every `crop_pool(impl='auto')` traced inside it take the
+gather form: exports to runtimes that have no CropAndResize kernel (TFLite builtins,
+ONNX) trace the model under it.
 """
+
+import contextlib
+import threading
 
 import tensorflow as tf
 
 from faster_rcnn_tf.ops import xla_context
+
+IMPLS = ('gather', 'native')
+_STATE = threading.local()  # .forced_impl: see forced_impl
+
+
+@contextlib.contextmanager
+def forced_impl(impl):
+  """Within it (per thread, nests), `crop_pool(impl='auto')` means `impl`."""
+  if impl not in IMPLS:
+    raise ValueError(f'forced_impl: impl must be one of {IMPLS}, got {impl!r}')
+  previous = getattr(_STATE, 'forced_impl', None)
+  _STATE.forced_impl = impl
+  try:
+    yield
+  finally:
+    _STATE.forced_impl = previous
 
 
 def crop_and_resize(features, boxes, box_indices, crop_size):
@@ -77,7 +100,8 @@ def crop_pool(features, rois, stride, crop_size=7, max_pool=True, impl='auto'):
     max_pool: see crop_size.
     impl: 'gather' (`crop_and_resize` above: compiles with XLA, and is fast there),
       'native' (`tf.image.crop_and_resize`: the same numbers, several times faster
-      without XLA, but XLA cannot compile it) or 'auto' (gather inside XLA, else native).
+      without XLA, but XLA cannot compile it) or 'auto' (the `forced_impl` in effect, else
+      gather inside XLA, else native).
   Returns:
     [B * R, crop_size, crop_size, C], RoIs of image 0 first; same dtype as features.
   """
@@ -91,6 +115,8 @@ def crop_pool(features, rois, stride, crop_size=7, max_pool=True, impl='auto'):
   box_indices = tf.repeat(tf.range(num_images), num_rois)
   size = crop_size * 2 if max_pool else crop_size
   if impl == 'auto':
+    impl = getattr(_STATE, 'forced_impl', None)
+  if impl is None:
     # Unknown: gather, which works everywhere.
     impl = 'gather' if xla_context.in_xla_compilation(if_unknown=True) else 'native'
   if impl == 'native':
