@@ -62,15 +62,17 @@ class _OneImageClient:
     return client.to_outputs(raw, len(images))
 
 
-def tflite_interpreter(model_path, num_threads=None):
-  """A LiteRT interpreter (XNNPACK delegate) for a .tflite file."""
+def tflite_interpreter(model, num_threads=None):
+  """A LiteRT interpreter (XNNPACK delegate) for a .tflite file path or model bytes."""
   try:
     from ai_edge_litert import interpreter as litert
     interpreter_class = litert.Interpreter
   except ImportError:
     import tensorflow as tf
     interpreter_class = tf.lite.Interpreter
-  return interpreter_class(model_path=model_path, num_threads=num_threads)
+  if isinstance(model, (bytes, bytearray)):
+    return interpreter_class(model_content=bytes(model), num_threads=num_threads)
+  return interpreter_class(model_path=model, num_threads=num_threads)
 
 
 class TFLiteClient(_OneImageClient):
