@@ -308,6 +308,20 @@ def test_onnx_detections_equal_saved_model(exports, reference, images, run):
     assert_same_detections(onnx_client.run(pixels), reference(pixels), f'onnx {label}')
 
 
+def test_onnx_export_names_an_op_it_cannot_convert():
+  """tf2onnx has no ONNX form of Svd: the export refuses, naming it."""
+
+  class WithSvd(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8,
+                                                name='images')])
+    def detect(self, images):
+      pixels = tf.cast(images[0, :4, :4, 0], tf.float32)
+      return {'singular_values': tf.linalg.svd(pixels, compute_uv=False)}
+
+  with pytest.raises(onnx_export.ConversionError, match=r'cannot convert: Svd$'):
+    onnx_export.convert(WithSvd(), {})
+
+
 # ---- predict.py ----
 
 def test_predict_tflite_and_onnx(exports, reference, images, tmp_path):
@@ -371,3 +385,24 @@ def test_predict_refuses_missing_and_foreign_models(tmp_path):
   one_error_line(run_helpers.run_script('predict.py', f'--onnx={junk}',
                                         f'--output_dir={tmp_path}', str(image)),
                  'predict.py', 'junk.onnx')
+
+
+# ---- bench/bench_deploy.py ----
+
+def test_bench_deploy_smoke(tiny_model_dir):
+  result = run_helpers.run_script(
+      'bench/bench_deploy.py', f'--model_dir={tiny_model_dir}', f'--sizes={SIZE}',
+      '--runtimes=saved_model,tflite_none,tflite_dynamic,onnx', '--eval_images=6',
+      '--repeats=1', '--warmup=1', f'--score_threshold={THRESHOLD}')
+  assert result.returncode == 0, result.stdout + result.stderr
+  records = {r['runtime']: r for r in map(json.loads, result.stdout.splitlines())}
+  assert sorted(records) == ['onnx', 'saved_model', 'tflite_dynamic', 'tflite_none']
+  for record in records.values():
+    assert record['size'] == f'{SIZE}x{SIZE}' and record['eval_images'] == 6
+    assert record['sec_per_image_min'] <= record['sec_per_image_median']
+    assert 0.0 <= record['map_voc07'] <= 1.0
+  # Equal detections (the tests above) give equal mAPs.
+  assert records['tflite_none']['map_voc07'] == records['saved_model']['map_voc07']
+  assert records['onnx']['map_voc07'] == records['saved_model']['map_voc07']
+  assert records['tflite_none']['map_change_vs_tflite_none'] == 0.0
+  assert records['tflite_dynamic']['file_mb'] < records['tflite_none']['file_mb']

@@ -16,6 +16,8 @@ NMS stays in the forms the model already uses: TensorFlow's NonMaxSuppressionV4 
 builtin, NON_MAX_SUPPRESSION_V4, and ONNX's NonMaxSuppression) for the proposals and, for
 the per-class NMS of the detection head, either that kernel (--detection_nms_method=kernel,
 the CPU default) or the batched form of plain ops (`ops.nms`, a WHILE loop in TFLite).
+The kernel calls go through `ops.padded_nms`, whose zero-area split makes TFLite's kernel
+give TensorFlow's result on boxes of zero area (see there).
 """
 
 import contextlib
