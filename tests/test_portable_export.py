@@ -133,6 +133,27 @@ def test_letterbox_matches_hand_computed_geometry():
   np.testing.assert_array_equal(sizes.numpy(), [[43, 100]])
 
 
+def test_forced_gather_crop_pooling_has_no_crop_and_resize():
+  from faster_rcnn_tf.ops import roi_pooling
+  rng = np.random.default_rng(2)
+  features = tf.constant(rng.normal(size=(1, 6, 8, 4)), tf.float32)
+  rois = tf.constant([[[3.0, 5.0, 60.0, 100.0], [0.0, 0.0, 90.0, 120.0]]], tf.float32)
+
+  def op_types(forced):
+    fn = tf.function(lambda f, r: roi_pooling.crop_pool(f, r, 16, 3, max_pool=False))
+    if forced:
+      with roi_pooling.forced_impl('gather'):
+        graph = fn.get_concrete_function(features, rois).graph
+    else:
+      graph = fn.get_concrete_function(features, rois).graph
+    return {op.type for op in graph.get_operations()}, fn(features, rois)
+
+  plain_ops, plain = op_types(False)
+  gather_ops, gathered = op_types(True)
+  assert 'CropAndResize' in plain_ops and 'CropAndResize' not in gather_ops
+  np.testing.assert_allclose(gathered.numpy(), plain.numpy(), atol=1e-5)
+
+
 def greedy_nms(boxes, scores, max_output, iou_threshold):
   """Plain numpy greedy NMS; a zero-area box has IoU 0 with everything (TF's rule)."""
   area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
