@@ -21,8 +21,8 @@ Quantization (`QUANTIZATIONS`):
   dynamic  dynamic-range quantization: int8 weights; convolutions and fully connected
            layers quantize their activations on the fly.
 Full integer quantization (int8 activations through a representative dataset) is not
-offered: the builtins the detector needs after the heads (NON_MAX_SUPPRESSION_V4, TOPK_V2
-on scores, the box decoding's EXP) only have float kernels, see docs/deploy.md.
+offered: the converter accepts the graph but also quantizes the box decoding and the
+class scores to 8 bits, which destroys the detections (docs/deploy.md).
 """
 
 import json
