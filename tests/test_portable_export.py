@@ -281,7 +281,7 @@ def test_tflite_quantized_variants(run, images):
   assert sizes['dynamic'] < 0.35 * sizes['none']
 
 
-def test_tflite_mobilenet_v2_builtin_only_and_equal(tmp_path):
+def test_mobilenet_v2_tflite_builtin_only_and_tflite_onnx_equal(tmp_path):
   """MobileNetV2 trained for 3 steps (batch norm statistics moved off their initial
   values, without which a random MobileNetV2's features vanish), its class and RPN
   logits scaled so that scores are apart: an untrained model's near-equal scores make
@@ -309,10 +309,15 @@ def test_tflite_mobilenet_v2_builtin_only_and_equal(tmp_path):
   tf.saved_model.save(saved, str(tmp_path / 'saved'), signatures={
       'detect_images': saved.detect.get_concrete_function()})
   fn = tf.saved_model.load(str(tmp_path / 'saved')).signatures['detect_images']
+  onnx_path = tmp_path / 'mobilenet.onnx'
+  onnx_path.write_bytes(portable_export.convert_detector(detector, 'onnx',
+                                                         {'class_names': names}))
+  onnx_client = portable_clients.OnnxClient(str(onnx_path))
   for label, pixels in (('tall', support.shapes_image(150, 90, seed=21)),
                         ('wide', support.shapes_image(80, 140, seed=22))):
     want = numpy_outputs(fn(images=tf.constant(pixels[np.newaxis])))
-    assert_same_detections(runner(images=pixels[np.newaxis]), want, f'mobilenet {label}')
+    assert_same_detections(runner(images=pixels[np.newaxis]), want, f'tflite {label}')
+    assert_same_detections(onnx_client.run(pixels[np.newaxis]), want, f'onnx {label}')
 
 
 # ---- ONNX ----
