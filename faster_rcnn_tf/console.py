@@ -17,8 +17,10 @@ import logging
 import os
 import sys
 
-# TF_CPP_MIN_LOG_LEVEL: 0 all, 1 no INFO, 2 no INFO or WARNING, 3 only FATAL.
-QUIET_CPP_LEVEL = '2'
+# TF_CPP_MIN_LOG_LEVEL: 0 all, 1 no INFO, 2 no INFO or WARNING, 3 only FATAL. Level 3:
+# TensorFlow logs notices at ERROR level too (e.g. oneDNN falling back to Eigen for a data
+# type); a real failure reaches Python as an exception with its own message.
+QUIET_CPP_LEVEL = '3'
 
 
 def verbosity_requested(argv) -> bool:

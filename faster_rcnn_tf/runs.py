@@ -333,6 +333,7 @@ class LoadedModel:
   step: Optional[int] = None
   export_info: Optional[dict] = None
   saved_model: Any = None
+  _detector: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
   @property
   def description(self):
@@ -346,7 +347,15 @@ class LoadedModel:
   def detector(self, **module_kwargs):
     """serve_image_bytes / serve_images over original images (boxes normalized to them):
     a `serving.export_module.DetectionModule` around the model, or the SavedModel's
-    signatures. module_kwargs go to DetectionModule (e.g. max_image_pixels)."""
+    signatures. module_kwargs go to DetectionModule (e.g. max_image_pixels). Without
+    them the same detector is returned each time (its traced functions are kept)."""
+    if module_kwargs:
+      return self._make_detector(**module_kwargs)
+    if self._detector is None:
+      self._detector = self._make_detector()
+    return self._detector
+
+  def _make_detector(self, **module_kwargs):
     if self.kind == 'saved_model':
       return SavedModelSignatures(self.saved_model, self.path)
     from faster_rcnn_tf.serving import export_module
