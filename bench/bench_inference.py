@@ -165,26 +165,20 @@ def processed_size(height, width, min_size, max_size, pad_multiple):
   return -(-h // pad) * pad, -(-w // pad) * pad
 
 
-def saved_model_caller(path, signature='detect_images'):
-  """fn(uint8 images [B, H, W, 3]) -> host outputs, through the exported signature."""
-  import tensorflow as tf
-  loaded = tf.saved_model.load(path)
-  if signature not in loaded.signatures:
-    raise ValueError(f'{path} has no signature {signature!r} '
-                     f'(it has {sorted(loaded.signatures)})')
-  sig = loaded.signatures[signature]
-  specs = sig.structured_input_signature[1]
-  image_keys = [k for k, s in specs.items() if s.dtype == tf.uint8 and s.shape.rank == 4]
-  if len(image_keys) != 1:
-    raise ValueError(f'signature {signature!r} inputs {specs}: expected one uint8 '
-                     '[B, H, W, 3] input')
-  extra = [k for k in specs if k not in image_keys]
-  if extra:
-    raise ValueError(f'signature {signature!r} has inputs besides the images: {extra}')
-  key = image_keys[0]
+def saved_model_caller(path):
+  """fn(uint8 images [B, H, W, 3]) -> host outputs, through the export's 'detect_images'
+  signature (loaded by `runs.load_model`, which checks it)."""
+  from faster_rcnn_tf import runs
+  try:
+    loaded = runs.load_model(path)
+  except runs.RunError as e:
+    raise ValueError(str(e)) from None
+  if loaded.kind != 'saved_model':
+    raise ValueError(f'--saved_model={path}: not a SavedModel')
+  detector = loaded.detector()
 
   def call(images):
-    return common.to_host(sig(**{key: images}))
+    return common.to_host(detector.serve_images(images))
   call.loaded = loaded  # keeps the loaded object alive
   return call
 

@@ -57,10 +57,13 @@ def find_run_folder(path: Optional[str]) -> Optional[str]:
   if not path:
     return None
   folder = path if os.path.isdir(path) else os.path.dirname(path) or '.'
-  for candidate in (folder, os.path.dirname(os.path.abspath(folder))):
-    if is_run_folder(candidate):
-      return candidate
-  return None
+  if is_run_folder(folder):
+    return folder
+  # The folder above only for checkpoints (RUN/best), not for any folder inside a run.
+  parent = os.path.dirname(os.path.abspath(folder))
+  holds_checkpoints = (not os.path.isdir(path) or
+                       os.path.isfile(os.path.join(folder, 'checkpoint')))
+  return parent if holds_checkpoints and is_run_folder(parent) else None
 
 
 def write_run_config(model_dir: str, config: config_lib.RunConfig) -> str:
@@ -373,13 +376,13 @@ def kind_of(path: str) -> str:
     if path.endswith(KERAS_SUFFIX):
       return 'keras'
     raise RunError(f'{path}: not a .keras file, a training run folder or a SavedModel')
-  if find_run_folder(path):
-    return 'run'
   try:
     resolve_saved_model(path)
     return 'saved_model'
   except RunError:
     pass
+  if find_run_folder(path):
+    return 'run'
   if os.path.isfile(os.path.join(path, CLASSES_FILE)):
     return 'run'  # reported by read_run_config: no run_config.json
   raise RunError(f'{path}: not a training run folder ({RUN_CONFIG_FILE}), a SavedModel '

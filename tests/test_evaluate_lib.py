@@ -70,10 +70,13 @@ def test_flagfile_training_flags_are_ignored_but_unknown_command_line_flags_fail
 
 def test_run_folder_of_a_checkpoint_is_its_folder_or_the_parent_of_best(tmp_path):
   (tmp_path / 'best').mkdir()
+  (tmp_path / 'best' / 'checkpoint').write_text('model_checkpoint_path: "ckpt-3"\n')
+  (tmp_path / 'export').mkdir()
   (tmp_path / 'run_config.json').write_text('{}')
   assert runs.find_run_folder(str(tmp_path / 'ckpt-3')) == str(tmp_path)
   assert runs.find_run_folder(str(tmp_path / 'best')) == str(tmp_path)
   assert runs.find_run_folder(str(tmp_path / 'best' / 'ckpt-3')) == str(tmp_path)
+  assert runs.find_run_folder(str(tmp_path / 'export')) is None   # not a checkpoint folder
   assert runs.find_run_folder(str(tmp_path.parent)) is None
 
 
