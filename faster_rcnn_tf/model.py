@@ -317,6 +317,8 @@ class FasterRCNN(keras.Model):
         run_eagerly, ...).
     History keys (fit / evaluate): `LOSS_NAMES` and 'loss' (= total_loss, the Keras
     callbacks' default monitor), means over the epoch; fit adds their `val_` twins.
+    Callbacks monitoring a named loss need mode='min' (Keras infers it for 'loss' and
+    'val_loss' only).
     """
     for name in ('loss', 'metrics', 'loss_weights', 'weighted_metrics'):
       if kwargs.get(name) is not None:

@@ -46,17 +46,24 @@ def _tiny(seed=0):
 
 @pytest.fixture(scope='module')
 def fitted(tmp_path_factory):
-  """(model, history, validation dataset): the tiny model fitted for 8 epochs of 6 steps
-  with validation after each."""
+  """(model, history, validation dataset, callbacks folder): the tiny model fitted for 8
+  epochs of 6 steps with validation after each, under ModelCheckpoint (best val_loss),
+  TensorBoard and EarlyStopping."""
   train, val = _datasets()
   model = _tiny()
   model.compile(optimizer_lib.build_optimizer(2e-3, name='adam'), weight_decay=1e-4)
-  history = model.fit(train, validation_data=val, epochs=8, steps_per_epoch=6, verbose=0)
-  return model, history.history, val
+  folder = tmp_path_factory.mktemp('callbacks')
+  callbacks = [
+      keras.callbacks.ModelCheckpoint(str(folder / 'best.keras'), save_best_only=True),
+      keras.callbacks.TensorBoard(str(folder / 'logs')),
+      keras.callbacks.EarlyStopping(monitor='val_total_loss', mode='min', patience=8)]
+  history = model.fit(train, validation_data=val, epochs=8, steps_per_epoch=6, verbose=0,
+                      callbacks=callbacks)
+  return model, history.history, val, folder
 
 
 def test_fit_halves_the_loss_and_records_every_named_loss_with_validation(fitted):
-  model, history, _ = fitted
+  model, history, _, _ = fitted
   for name in model_lib.LOSS_NAMES:
     for key in (name, f'val_{name}'):
       assert len(history[key]) == 8, key
@@ -71,7 +78,7 @@ def test_fit_halves_the_loss_and_records_every_named_loss_with_validation(fitted
 
 
 def test_evaluate_leaves_weights_and_gives_the_same_losses_twice(fitted):
-  model, _, val = fitted
+  model, _, val, _ = fitted
   before = [w.numpy() for w in model.weights]
   first = model.evaluate(val, return_dict=True, verbose=0)
   second = model.evaluate(val, return_dict=True, verbose=0)
@@ -83,7 +90,7 @@ def test_evaluate_leaves_weights_and_gives_the_same_losses_twice(fitted):
 
 
 def test_predict_gives_the_detections_of_detect(fitted):
-  model, _, val = fitted
+  model, _, val, _ = fitted
   predicted = model.predict(val, verbose=0)
   batches = list(val)
   assert predicted[inputs.DETECTION_BOXES].shape == (8, 20, 4)
@@ -93,6 +100,18 @@ def test_predict_gives_the_detections_of_detect(fitted):
     np.testing.assert_allclose(predicted[key],
                                np.concatenate([w[key].numpy() for w in want]), atol=1e-5)
   assert predicted[inputs.NUM_DETECTIONS].sum() > 0
+
+
+def test_callbacks_checkpoint_the_best_epoch_and_write_summaries(fitted):
+  model, history, val, folder = fitted
+  best = keras.saving.load_model(str(folder / 'best.keras'))
+  batch = next(iter(val))
+  losses = best.evaluate(tf.data.Dataset.from_tensors(batch), return_dict=True, verbose=0)
+  assert np.isfinite(losses['total_loss'])
+  assert int(best.optimizer.iterations.numpy()) == 6 * (1 + int(np.argmin(history['val_loss'])))
+  events = [name for _, _, names in os.walk(folder / 'logs') for name in names
+            if name.startswith('events.out.tfevents')]
+  assert len(events) >= 2  # train and validation
 
 
 def test_keras_train_step_is_the_trainer_step():
@@ -171,7 +190,7 @@ def _assert_same_detections(got, want):
 
 def test_saved_model_file_loads_in_a_fresh_process_with_the_same_detections(fitted,
                                                                             tmp_path):
-  model, _, val = fitted
+  model, _, val, _ = fitted
   path = str(tmp_path / 'm.keras')
   model.save(path)
   batch = next(iter(val))
