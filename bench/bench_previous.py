@@ -35,11 +35,12 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
+
+from bench import common  # pylint: disable=wrong-import-position
 
 PREVIOUS_PACKAGE = 'faster_rcnn_tf_previous'
 CASES = ('inference', 'train_step')
@@ -143,22 +144,6 @@ def op_counts(concrete):
   return counts
 
 
-def time_interleaved(current, previous, warmup, repeats):
-  """(current seconds, previous seconds): lists of `repeats` timings, alternating which
-  runs first in each round."""
-  for _ in range(warmup):
-    current()
-    previous()
-  times = {'current': [], 'previous': []}
-  for r in range(repeats):
-    order = (('current', current), ('previous', previous))
-    for name, fn in (order if r % 2 == 0 else order[::-1]):
-      start = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - start)
-  return times['current'], times['previous']
-
-
 def run(args):
   if args.threads:
     import tensorflow as tf
@@ -176,7 +161,9 @@ def run(args):
     size = _size(size_text)
     current, current_graph = build('faster_rcnn_tf', size, batch)
     previous, previous_graph = build(PREVIOUS_PACKAGE, size, batch)
-    cur, prev = time_interleaved(current, previous, args.warmup, args.repeats)
+    timings = common.time_interleaved({'current': current, 'previous': previous},
+                                      args.warmup, args.repeats)
+    cur, prev = timings['current'][1], timings['previous'][1]
     cur_median, prev_median = statistics.median(cur), statistics.median(prev)
     cur_ops, prev_ops = op_counts(current_graph()), op_counts(previous_graph())
     record = {'bench': 'previous', 'case': case, 'size': size_text, 'batch': batch,
