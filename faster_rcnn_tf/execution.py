@@ -7,8 +7,6 @@ so a trained model can be run with any of them.
 import dataclasses
 from typing import Union
 
-NMS_METHODS = ('auto', 'batched', 'kernel')
-
 
 @dataclasses.dataclass(frozen=True)
 class Execution:
