@@ -319,6 +319,10 @@ class FasterRCNN(keras.Model):
     callbacks' default monitor), means over the epoch; fit adds their `val_` twins.
     Callbacks monitoring a named loss need mode='min' (Keras infers it for 'loss' and
     'val_loss' only).
+    Under a tf.distribute strategy (model built and compiled in its scope) Keras first
+    averages one batch over the replicas, which TensorFlow cannot do for the batch's
+    bool gt_difficult field: give fit / evaluate batches without it, e.g.
+    `dataset.map(lambda b: {k: v for k, v in b.items() if k != 'gt_difficult'})`.
     """
     for name in ('loss', 'metrics', 'loss_weights', 'weighted_metrics'):
       if kwargs.get(name) is not None:

@@ -308,3 +308,36 @@ def test_backup_and_restore_resumes_a_fit_killed_with_sigkill(tmp_path):
   (done,) = [r for r in records if 'done' in r]
   assert done['pid'] == second.pid and done['iterations'] == epochs * steps
   assert not os.path.exists(backup_dir)  # removed when the fit completed
+
+
+_FIT_MIRRORED = '''
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices('CPU')[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tests import test_keras_api as t
+from faster_rcnn_tf.training import optimizer as optimizer_lib
+train, val = t._datasets(train_images=16, val_images=4)
+drop = lambda b: {k: v for k, v in b.items() if k != 'gt_difficult'}
+strategy = tf.distribute.MirroredStrategy(
+    [d.name for d in tf.config.list_logical_devices('CPU')])
+with strategy.scope():
+  model = t._tiny()
+  model.compile(optimizer_lib.build_optimizer(1e-3, name='adam'))
+history = model.fit(train.map(drop), validation_data=val.map(drop), epochs=2,
+                    steps_per_epoch=2, verbose=0)
+print(json.dumps({'replicas': strategy.num_replicas_in_sync, 'history': history.history,
+                  'iterations': int(model.optimizer.iterations.numpy())}))
+'''
+
+
+def test_fit_under_a_mirrored_strategy_of_two_replicas():
+  result = subprocess.run([sys.executable, '-c', _FIT_MIRRORED], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='2'),
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout + result.stderr
+  out = json.loads(result.stdout.strip().splitlines()[-1])
+  assert out['replicas'] == 2 and out['iterations'] == 4
+  for name in model_lib.LOSS_NAMES:
+    for key in (name, f'val_{name}'):
+      assert len(out['history'][key]) == 2 and np.all(np.isfinite(out['history'][key])), key
