@@ -154,8 +154,7 @@ def build_backbone(name, weights=None, train_batch_norm=False, fold_batch_norm=T
   Models with batch normalization are cloned (`batch_norm_folding.fold_batch_norm`,
   weights copied) with `layers.batch_norm.FrozenBatchNormalization` layers: with its
   moving statistics a layer runs TF's fused kernel, one pass over the activations where
-  Keras runs several (MobileNetV2 inference at 600x800 on 2 CPU cores: 0.197 -> 0.180 s
-  an image at batch 1). fold_batch_norm: moreover, a batch norm right after a
+  Keras runs several. fold_batch_norm: moreover, a batch norm right after a
   convolution is folded into it (one fused conv instead of a conv and a pass over its
   output; the same result to float rounding). False keeps the separate layers (for
   comparisons).
