@@ -2,6 +2,7 @@
 at most M detections per image, padded outputs plus a count. R (RoIs per image) must be
 static."""
 
+import keras
 import tensorflow as tf
 
 from faster_rcnn_tf import inputs
@@ -66,6 +67,7 @@ def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold
           tf.where(keep, top_class + 1, 0), tf.reduce_sum(tf.cast(keep, tf.int32), axis=1))
 
 
+@keras.saving.register_keras_serializable(package='faster_rcnn_tf')
 class DetectionGenerator(BoxGeometryLayer):
   """Turns head outputs into final detections.
 

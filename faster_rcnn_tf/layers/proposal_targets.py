@@ -4,6 +4,7 @@ Shape shorthand: B images, P proposals, G padded ground-truth boxes, R sampled R
 K foreground classes (class ids 1..K, 0 = background). Boxes yxyx resized-image pixels.
 """
 
+import keras
 import tensorflow as tf
 
 from faster_rcnn_tf import config
@@ -12,6 +13,7 @@ from faster_rcnn_tf.ops import box_ops
 from faster_rcnn_tf.ops import sampling
 
 
+@keras.saving.register_keras_serializable(package='faster_rcnn_tf')
 class ProposalTargets(BoxGeometryLayer):
   """Adds ground truth to the proposals, labels them and samples R of them.
 
