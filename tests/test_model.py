@@ -408,9 +408,11 @@ def test_no_python_callbacks_in_package():
   files = glob.glob(os.path.join(ROOT, 'faster_rcnn_tf', '**', '*.py'), recursive=True)
   files = [f for f in files
            if os.sep + os.path.join('faster_rcnn_tf', 'data') + os.sep not in f]
-  files += [os.path.join(ROOT, f) for f in ('train.py', 'evaluate.py', 'export.py',
-                                            'predict.py')
-            if os.path.exists(os.path.join(ROOT, f))]
+  scripts = [os.path.join(ROOT, f) for f in ('train.py', 'evaluate.py', 'export.py',
+                                              'predict.py')]
+  missing = [s for s in scripts if not os.path.isfile(s)]
+  assert not missing, f'scripts to scan are missing: {missing}'  # required, never skipped
+  files += scripts
   assert len(files) > 10
   banned = {'py_function', 'numpy_function', 'py_func'}
   offenders = {os.path.relpath(f, ROOT): sorted(_code_names(f) & banned) for f in files}
