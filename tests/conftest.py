@@ -71,3 +71,13 @@ def tiny_model_dir(tmp_path_factory):
   model_dir = tmp_path_factory.mktemp('tiny_run') / 'model'
   run_helpers.train_tiny(str(model_dir))
   return str(model_dir)
+
+
+@pytest.fixture(scope='session')
+def memorized_model_dir(tmp_path_factory):
+  """(model_dir, train.py's stdout) of the tiny model trained on 4 shapes images until it
+  knows them, evaluated on them every 50 steps (run_helpers.MEMORIZE_ARGS): checkpoints
+  ckpt-50/100/150, best/, final_eval.json. Read-only for tests."""
+  model_dir = tmp_path_factory.mktemp('memorized_run') / 'model'
+  result = run_helpers.train_tiny(str(model_dir), *run_helpers.MEMORIZE_ARGS)
+  return str(model_dir), result.stdout
