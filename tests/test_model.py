@@ -358,10 +358,40 @@ def test_batch_norm_is_frozen_unless_trained(train_batch_norm):
   moved = [not np.allclose(a, b) for a, b in zip(before, after)]
   assert [b.name for b, m in zip(bns, moved) if m] == [
       b.name for b in bns if train_batch_norm and b.trainable]
-  # Inference always uses the moving statistics: two calls agree.
+  # Inference always uses the moving statistics, never the batch's: an image's features
+  # do not depend on the other images of its batch (the second image is bright noise in
+  # one batch and dark noise in the other), and inference moves no statistics. (Frozen
+  # batch norm cannot use batch statistics at all; trained batch norm could, if inference
+  # ran it in training mode.)
   images, sizes = batch[inputs.IMAGES], batch[inputs.IMAGE_SIZES]
-  first = model.extract_features(images, sizes).numpy()
-  np.testing.assert_allclose(model.extract_features(images, sizes).numpy(), first)
+  rng = np.random.default_rng(5)
+  bright = rng.uniform(150, 255, images.shape).astype(np.float32)
+  dark = rng.uniform(0, 60, images.shape).astype(np.float32)
+  pair_sizes = np.concatenate([sizes, sizes])
+  if train_batch_norm:
+    # Random weights with the initial statistics saturate (the features ignore the
+    # input); one training pass with momentum 0 sets every moving statistic to that
+    # batch's, as a trained network's would be, so that the features depend on the input.
+    momentums = [b.momentum for b in bns]
+    for b in bns:
+      b.momentum = 0.0
+    model.extract_features(np.concatenate([images, bright, dark]),
+                           np.concatenate([sizes] * 3), training=True)
+    for b, m in zip(bns, momentums):
+      b.momentum = m
+    _, after = _batch_norm_state(model)
+  with_bright = model.extract_features(np.concatenate([images, bright]), pair_sizes).numpy()
+  with_dark = model.extract_features(np.concatenate([images, dark]), pair_sizes).numpy()
+  alone = model.extract_features(images, sizes).numpy()
+  scale = np.abs(alone).max()  # random weights: small features; compare relative to them
+  assert scale > 0
+  if train_batch_norm:  # (frozen random mobilenet_v2 saturates: its features ignore input)
+    assert np.abs(with_bright[1] - with_dark[1]).max() > 0.1 * scale  # inputs matter
+  assert np.abs(with_bright[0] - alone[0]).max() <= 1e-4 * scale
+  assert np.abs(with_dark[0] - alone[0]).max() <= 1e-4 * scale
+  _, after_inference = _batch_norm_state(model)
+  for a, b in zip(after, after_inference):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_learns_a_synthetic_scene():
