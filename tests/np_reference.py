@@ -1,5 +1,6 @@
 """Independent numpy references shared by the model tests (float64, written from the
-formulas in `faster_rcnn_tf/ops/box_ops.py`'s docstring, not from its code)."""
+formulas in `faster_rcnn_tf/ops/box_ops.py`'s docstring and, for the crops, from
+`tf.image.crop_and_resize`'s documented definition, not from the project's code)."""
 
 import numpy as np
 
@@ -58,17 +59,24 @@ def _corners(y, x, height, width):
           (y1, x0, dy * (1 - dx)), (y1, x1, dy * dx)]
 
 
-def crop_and_resize(features, boxes, box_indices, size):
-  """float64 [K, size, size, C] bilinear crops (0 where a sample is outside the map)."""
-  f = np.asarray(features, np.float64)
-  _, height, width, channels = f.shape
+def _contributions(boxes, box_indices, size, height, width):
+  """Yields (k, i, j, image, cell y, cell x, weight): output (k, i, j) of the crops reads
+  `weight` times that cell of that image."""
   ys, xs = crop_samples(boxes, size, height, width)
-  out = np.zeros((len(ys), size, size, channels))
   for k, b in enumerate(np.asarray(box_indices)):
     for i in range(size):
       for j in range(size):
         for cy, cx, w in _corners(ys[k, i], xs[k, j], height, width):
-          out[k, i, j] += w * f[b, cy, cx]
+          yield k, i, j, b, cy, cx, w
+
+
+def crop_and_resize(features, boxes, box_indices, size):
+  """float64 [K, size, size, C] bilinear crops (0 where a sample is outside the map)."""
+  f = np.asarray(features, np.float64)
+  _, height, width, channels = f.shape
+  out = np.zeros((len(boxes), size, size, channels))
+  for k, i, j, b, cy, cx, w in _contributions(boxes, box_indices, size, height, width):
+    out[k, i, j] += w * f[b, cy, cx]
   return out
 
 
@@ -77,14 +85,10 @@ def crop_and_resize_grad(features_shape, boxes, box_indices, size, upstream):
   features: each output's upstream value goes back to the four cells it was read from,
   times their bilinear weights. float64 array of features_shape."""
   _, height, width, _ = features_shape
-  ys, xs = crop_samples(boxes, size, height, width)
   up = np.asarray(upstream, np.float64)
   grad = np.zeros(features_shape)
-  for k, b in enumerate(np.asarray(box_indices)):
-    for i in range(size):
-      for j in range(size):
-        for cy, cx, w in _corners(ys[k, i], xs[k, j], height, width):
-          grad[b, cy, cx] += w * up[k, i, j]
+  for k, i, j, b, cy, cx, w in _contributions(boxes, box_indices, size, height, width):
+    grad[b, cy, cx] += w * up[k, i, j]
   return grad
 
 
