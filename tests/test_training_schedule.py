@@ -171,7 +171,7 @@ def test_train_eval_every_keeps_the_best_evaluated_checkpoint(memorized_model_di
   """train.py --eval_every=50 on a run whose mAP rises: best/ holds the model of the
   step that printed the highest mAP (the first of equal ones)."""
   model_dir, stdout = memorized_model_dir
-  evals = [(int(s), float(v)) for s, v in re.findall(r'step (\d+): VOC07 mAP@0\.5 ([\d.]+)',
+  evals = [(int(s), float(v)) for s, v in re.findall(r'step (\d+): voc07_map@0\.5 ([\d.]+)',
                                                      stdout)]
   assert [s for s, _ in evals] == [50, 100, 150], stdout
   best_value = max(v for _, v in evals)
