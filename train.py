@@ -43,9 +43,9 @@ flags.DEFINE_string('tpu', '', 'TPU address for --strategy=tpu.')
 flags.DEFINE_integer('cpu_devices', 0, 'Split the CPU into this many logical devices '
                      '(to run --strategy=mirrored without GPUs).')
 flags.DEFINE_bool('mixed_precision', False, 'Shorthand for --precision=mixed_float16.')
-flags.DEFINE_bool('jit_compile', False, 'Compile the training step with XLA (on GPUs it '
-                  'is about 25x slower with TF 2.21: XLA lowers the NMS kernel to a slow '
-                  'loop; see README, Performance).')
+flags.DEFINE_bool('jit_compile', False, 'Compile the training step with XLA. The NMS '
+                  "stages then take ops/nms.py's tiled plain-ops form (nms methods "
+                  "'auto'), not TF's NMS kernel, which XLA lowers to a slow loop.")
 flags.DEFINE_integer('seed', 0, 'Random seed (sampling, shuffling, flips, initialization).')
 flags.DEFINE_bool('deterministic', False, 'Deterministic ops and a data order that a '
                   'resumed run reproduces exactly.')

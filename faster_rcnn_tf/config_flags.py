@@ -67,11 +67,18 @@ def define_model_flags():
                     "under any of them; evaluate.py / export.py / predict.py read the "
                     "run's value unless given one.")
   flags.DEFINE_enum('detection_nms_method', 'auto', list(detection_generator.NMS_METHODS),
-                    "The detection head's per-class NMS: batched (all classes and images "
-                    "at once: fast on GPUs), kernel (TF's NMS kernel one class after "
-                    "another: fast on CPUs) or auto (batched when a GPU is visible when "
-                    "the model is traced). Same detections. For export.py: name the "
-                    "serving machine's kind when exporting on another kind.")
+                    "The detection head's per-class NMS: tiled (all classes and images "
+                    "at once in plain ops: fast on GPUs and under XLA; batched: the same "
+                    "in one tile), kernel (TF's NMS kernel one class after another: fast "
+                    "on CPUs) or auto (tiled under --jit_compile or when a GPU / TPU is "
+                    "visible when the model is traced). Same detections. For export.py: "
+                    "name the serving machine's kind when exporting on another kind.")
+  flags.DEFINE_enum('proposal_nms_method', 'auto', ['auto', 'kernel', 'tiled'],
+                    "The proposal layer's NMS (12000 -> 2000 boxes per image in training): "
+                    "tiled (plain ops in fixed-size tiles, what XLA compiles well: GPUs, "
+                    "TPUs, --jit_compile), kernel (TF's NMS kernel: fast on CPUs without "
+                    "XLA) or auto (tiled under --jit_compile or when a GPU / TPU is visible "
+                    "when the model is traced). Same proposals.")
   splits = flags.DEFINE_string(
       'inference_splits', 'auto',
       "Inference runs each batch as this many sub-batches that TensorFlow executes at the "
@@ -136,6 +143,7 @@ def model_kwargs(f, num_classes):
       roi_num_samples=f.roi_num_samples, roi_fg_fraction=f.roi_fg_fraction,
       roi_bg_iou_lo=f.roi_bg_iou_lo, score_threshold=f.score_threshold,
       max_detections=f.max_detections, detection_nms_method=f.detection_nms_method,
+      proposal_nms_method=f.proposal_nms_method,
       compile_backbone=f.compile_backbone, inference_splits=f.inference_splits)
 
 

@@ -62,8 +62,9 @@ class FasterRCNN(keras.Model):
     roi_*: proposal target settings (num sampled, fg fraction, fg / bg IoU thresholds).
     rpn_sigma, head_sigma: smooth-L1 sigmas (3 and 1 in the reference).
     score_threshold, detection_nms_iou, max_detections: inference post-processing.
-    detection_nms_method: how its per-class NMS runs (`DetectionGenerator`'s nms_method:
-      'auto' picks the batched form when a GPU is visible at tracing, TF's kernel else).
+    detection_nms_method, proposal_nms_method: how the head's per-class NMS and the
+      proposal layer's NMS run (`ops.nms` methods: 'auto' picks the tiled plain-ops form
+      under XLA or when a GPU / TPU is visible at tracing, TF's kernel else).
     compile_backbone: run the backbone as an XLA-compiled function even when the rest
       is not compiled (much faster for VGG16 / ResNet convolutions on CPUs; slower for
       MobileNet's depthwise convolutions). In training, a plain conv/max-pool backbone
@@ -87,7 +88,7 @@ class FasterRCNN(keras.Model):
                roi_bg_iou_hi=0.5, roi_bg_iou_lo=0.0, rpn_sigma=3.0, head_sigma=1.0,
                score_threshold=0.05, detection_nms_iou=0.3, max_detections=100,
                detection_nms_method='auto', compile_backbone=False,
-               inference_splits='auto', **kwargs):
+               inference_splits='auto', proposal_nms_method='auto', **kwargs):
     super().__init__(**kwargs)
     if train_post_nms_topk < roi_num_samples:
       raise ValueError(f'train_post_nms_topk ({train_post_nms_topk}) must be at least '
@@ -119,7 +120,8 @@ class FasterRCNN(keras.Model):
     self.rpn_head = RPNHead(num_anchors, rpn_channels, name='rpn_head')
     self.proposal_layer = ProposalLayer(train_pre_nms_topk, train_post_nms_topk,
                                         test_pre_nms_topk, test_post_nms_topk,
-                                        proposal_nms_iou, proposal_min_size, name='proposals')
+                                        proposal_nms_iou, proposal_min_size,
+                                        nms_method=proposal_nms_method, name='proposals')
     self.anchor_targets = AnchorTargets(rpn_positive_iou, rpn_negative_iou, rpn_num_samples,
                                         rpn_positive_fraction, name='anchor_targets')
     self.proposal_targets = ProposalTargets(num_classes, roi_num_samples, roi_fg_fraction,

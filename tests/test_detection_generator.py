@@ -8,7 +8,7 @@ from faster_rcnn_tf import inputs
 from faster_rcnn_tf.layers import detection_generator
 from faster_rcnn_tf.layers.detection_generator import DetectionGenerator
 
-METHODS = pytest.mark.parametrize('method', ['kernel', 'batched'])
+METHODS = pytest.mark.parametrize('method', ['kernel', 'batched', 'tiled'])
 
 STDS = np.array([0.1, 0.1, 0.2, 0.2])
 
@@ -145,9 +145,16 @@ def test_config_round_trip_and_xla(method):
 def test_nms_method_auto_follows_the_visible_devices(monkeypatch):
   monkeypatch.setattr(tf.config, 'list_logical_devices',
                       lambda kind=None: ['gpu0'] if kind == 'GPU' else [])
-  assert detection_generator.resolve_nms_method('auto') == 'batched'
+  assert detection_generator.resolve_nms_method('auto') == 'tiled'
+  monkeypatch.setattr(tf.config, 'list_logical_devices',
+                      lambda kind=None: ['tpu0'] if kind == 'TPU' else [])
+  assert detection_generator.resolve_nms_method('auto') == 'tiled'
   monkeypatch.setattr(tf.config, 'list_logical_devices', lambda kind=None: [])
   assert detection_generator.resolve_nms_method('auto') == 'kernel'
+  seen = []
+  tf.function(lambda: seen.append(detection_generator.resolve_nms_method('auto')) or 0,
+              jit_compile=True)()
+  assert seen == ['tiled']  # under XLA whatever the devices
   assert detection_generator.resolve_nms_method('batched') == 'batched'
   with pytest.raises(ValueError, match='nms_method'):
     DetectionGenerator(nms_method='fast')

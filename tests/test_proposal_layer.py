@@ -44,13 +44,15 @@ def _inputs(seed):
   return scores, deltas, anchors, sizes
 
 
+@pytest.mark.parametrize('method', ['kernel', 'tiled'])
 @pytest.mark.parametrize('pre,post,iou,min_size', [(100, 30, 0.7, 4.0), (400, 300, 0.5, 0.0),
                                                    (50, 80, 0.7, 10.0)])
-def test_matches_per_image_reference(pre, post, iou, min_size):
+def test_matches_per_image_reference(pre, post, iou, min_size, method):
   scores, deltas, anchors, sizes = _inputs(0)
+  # Tiles of 32 boxes: several tiles, and for (400, 300) a kept buffer filled past a tile.
   rois, roi_scores, valid = generate_proposals(
       tf.constant(scores), tf.constant(deltas), tf.constant(anchors), tf.constant(sizes),
-      pre, post, iou, min_size)
+      pre, post, iou, min_size, nms_method=method, nms_tile_size=32)
   rois, roi_scores, valid = rois.numpy(), roi_scores.numpy(), valid.numpy()
   assert rois.shape == (2, post, 4) and valid.shape == (2, post)
   counts = []
@@ -93,3 +95,28 @@ def test_layer_train_and_test_numbers_config_and_xla():
   jit = tf.function(lambda *a: clone(*a, training=False), jit_compile=True)(*args)
   for got, want in zip(jit, test):
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize('method', ['kernel', 'tiled'])
+def test_unknown_anchor_count_gives_the_same_proposals(method):
+  """With the anchor count unknown when traced (images of any size), the tiled NMS pads
+  to pre_nms_topk boxes that never come out; the proposals are those of known shapes."""
+  scores, deltas, anchors, sizes = _inputs(2)
+  args = [tf.constant(x) for x in (scores, deltas, anchors, sizes)]
+  known = generate_proposals(*args, 300, 50, 0.7, 2.0, nms_method=method, nms_tile_size=64)
+  fn = tf.function(lambda s, d, a, z: generate_proposals(s, d, a, z, 300, 50, 0.7, 2.0,
+                                                         nms_method=method,
+                                                         nms_tile_size=64),
+                   input_signature=[tf.TensorSpec([None, None]),
+                                    tf.TensorSpec([None, None, 4]),
+                                    tf.TensorSpec([None, 4]), tf.TensorSpec([None, 2], tf.int32)])
+  unknown = fn(*args)
+  assert unknown[0].shape[1] == 50
+  for got, want in zip(unknown, known):
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+  assert known[2].numpy().sum() > 20
+
+
+def test_layer_refuses_an_unknown_nms_method():
+  with pytest.raises(ValueError, match='nms_method'):
+    ProposalLayer(nms_method='fast')

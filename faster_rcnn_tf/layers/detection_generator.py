@@ -10,38 +10,20 @@ from faster_rcnn_tf.ops import box_ops
 from faster_rcnn_tf.ops import nms
 
 
-NMS_METHODS = ('auto', 'batched', 'kernel')
-
-
-def _kernel_nms(boxes, scores, max_output_size, iou_threshold, score_threshold):
-  """`nms.batched_nms`'s contract through TF's NonMaxSuppressionV4 kernel, one set after
-  the other (tf.map_fn): boxes [S, N, 4], scores [S, N] -> indices [S, M], num [S]."""
-  def one_set(args):
-    set_boxes, set_scores = args
-    idx, n = tf.raw_ops.NonMaxSuppressionV4(
-        boxes=set_boxes, scores=set_scores, max_output_size=max_output_size,
-        iou_threshold=iou_threshold, score_threshold=score_threshold,
-        pad_to_max_output_size=True)
-    return tf.where(tf.range(max_output_size) < n, idx, 0), n
-  return tf.map_fn(one_set, (boxes, scores),
-                   fn_output_signature=(tf.TensorSpec([max_output_size], tf.int32),
-                                        tf.TensorSpec([], tf.int32)))
+NMS_METHODS = nms.METHODS
 
 
 def resolve_nms_method(method):
-  """'auto' -> 'batched' when TensorFlow sees a GPU (where one kernel call per set costs
-  more than the work), else 'kernel' (on CPUs TF's kernel does less arithmetic than the
-  all-pairs IoU of the batched form: MobileNetV2 inference ran 0.89x as fast batched on
-  2 cores, `bench/bench_inference.py --nms_methods=kernel,batched`)."""
-  if method not in NMS_METHODS:
-    raise ValueError(f'nms_method: unknown method {method!r}; choose from {NMS_METHODS}')
-  if method == 'auto':
-    return 'batched' if tf.config.list_logical_devices('GPU') else 'kernel'
-  return method
+  """`ops.nms.resolve_method`: 'auto' -> 'tiled' under XLA or when TensorFlow sees a GPU
+  or TPU (where one kernel call per set costs more than the work, and XLA lowers the
+  kernel to a slow loop), else 'kernel' (on CPUs TF's kernel does less arithmetic than
+  the all-pairs IoU of the plain-ops form: MobileNetV2 inference ran 0.89x as fast with
+  the latter on 2 cores, `bench/bench_inference.py --nms_methods=kernel,batched`)."""
+  return nms.resolve_method(method)
 
 
 def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold, method):
-  """NMS of each class of each image (B * K sets, by `method`: 'batched' or 'kernel'),
+  """NMS of each class of each image (B * K sets, by `method`, an `ops.nms` method),
   then the top `max_detections` of each image over all classes.
 
   boxes float32 [B, R, K, 4] (R static), scores float32 [B, R, K] -> boxes [B, M, 4],
@@ -51,8 +33,8 @@ def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold
   m = max_detections
   class_boxes = tf.reshape(tf.transpose(boxes, [0, 2, 1, 3]), [-1, num_rois, 4])
   class_scores = tf.reshape(tf.transpose(scores, [0, 2, 1]), [-1, num_rois])
-  nms_fn = nms.batched_nms if method == 'batched' else _kernel_nms
-  idx, n = nms_fn(class_boxes, class_scores, m, iou_threshold, score_threshold)
+  idx, n = nms.non_max_suppression(class_boxes, class_scores, m, iou_threshold,
+                                   score_threshold, method=method)
   kept = tf.range(m)[tf.newaxis] < n[:, tf.newaxis]
   kept_scores = tf.where(kept, tf.gather(class_scores, idx, batch_dims=1), -1.0)  # [B*K, M]
   flat_scores = tf.reshape(kept_scores, [num_images, num_classes * m])
@@ -76,10 +58,10 @@ class DetectionGenerator(BoxGeometryLayer):
     detection_scores [B, M], detection_classes int32 [B, M], num_detections int32 [B].
     Detections are sorted by score; padding entries are zero.
 
-  nms_method: how the B * K per-class NMS problems run: 'kernel' (TF's
-    NonMaxSuppressionV4, one problem after another), 'batched' (`nms.batched_nms`, all at
-    once in plain ops) or 'auto' (decided when traced: 'batched' if a GPU is visible).
-    Same detections either way.
+  nms_method: how the B * K per-class NMS problems run (`ops.nms`): 'kernel' (TF's
+    NonMaxSuppressionV4, one problem after another), 'tiled' (all at once in plain ops;
+    with R <= the tile size, one tile: the same as 'batched') or 'auto' (decided when
+    traced: 'tiled' under XLA or if a GPU / TPU is visible). Same detections either way.
   """
 
   def __init__(self, score_threshold=0.05, nms_iou=0.3, max_detections=100,
