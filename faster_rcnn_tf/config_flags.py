@@ -76,9 +76,10 @@ def define_model_flags():
   flags.DEFINE_enum('proposal_nms_method', 'auto', ['auto', 'kernel', 'tiled'],
                     "The proposal layer's NMS (12000 -> 2000 boxes per image in training): "
                     "tiled (plain ops in fixed-size tiles, what XLA compiles well: GPUs, "
-                    "TPUs, --jit_compile), kernel (TF's NMS kernel: fast on CPUs without "
-                    "XLA) or auto (tiled under --jit_compile or when a GPU / TPU is visible "
-                    "when the model is traced). Same proposals.")
+                    "TPUs, --jit_compile, and CPUs for 1000+ kept boxes), kernel (TF's "
+                    "NMS kernel: fast on CPUs without XLA for fewer boxes) or auto (tiled "
+                    "under --jit_compile, when a GPU / TPU is visible when the model is "
+                    "traced, or from 1000 kept boxes on; kernel else). Same proposals.")
   splits = flags.DEFINE_string(
       'inference_splits', 'auto',
       "Inference runs each batch as this many sub-batches that TensorFlow executes at the "

@@ -64,7 +64,8 @@ class FasterRCNN(keras.Model):
     score_threshold, detection_nms_iou, max_detections: inference post-processing.
     detection_nms_method, proposal_nms_method: how the head's per-class NMS and the
       proposal layer's NMS run (`ops.nms` methods: 'auto' picks the tiled plain-ops form
-      under XLA or when a GPU / TPU is visible at tracing, TF's kernel else).
+      under XLA, when a GPU / TPU is visible at tracing or for large outputs such as the
+      training proposals, TF's kernel else).
     compile_backbone: run the backbone as an XLA-compiled function even when the rest
       is not compiled (much faster for VGG16 / ResNet convolutions on CPUs; slower for
       MobileNet's depthwise convolutions). In training, a plain conv/max-pool backbone

@@ -209,6 +209,9 @@ def test_auto_picks_tiled_under_xla_or_on_accelerators_and_kernel_else():
   assert nms.resolve_method('auto', accelerator_visible=False) == 'kernel'
   assert nms.resolve_method('auto', accelerator_visible=True) == 'tiled'
   assert nms.resolve_method('kernel', accelerator_visible=True) == 'kernel'
+  # On a CPU outside XLA the tiled form takes over for large outputs.
+  assert nms.resolve_method('auto', False, max_output_size=nms.CPU_TILED_FROM) == 'tiled'
+  assert nms.resolve_method('auto', False, max_output_size=nms.CPU_TILED_FROM - 1) == 'kernel'
   seen = []
   tf.function(lambda: seen.append(nms.resolve_method('auto', accelerator_visible=False)) or 0,
               jit_compile=True)()

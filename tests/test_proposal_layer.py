@@ -7,6 +7,8 @@ import tensorflow as tf
 
 from faster_rcnn_tf.layers.proposal_layer import ProposalLayer, generate_proposals
 from faster_rcnn_tf.ops import anchors as anchor_ops
+from faster_rcnn_tf.ops import nms
+from tests.step_helpers import graph_op_types
 
 
 def _np_decode(deltas, anchors):
@@ -120,3 +122,15 @@ def test_unknown_anchor_count_gives_the_same_proposals(method):
 def test_layer_refuses_an_unknown_nms_method():
   with pytest.raises(ValueError, match='nms_method'):
     ProposalLayer(nms_method='fast')
+
+
+def test_auto_takes_the_tiled_form_for_many_proposals_on_a_cpu(monkeypatch):
+  monkeypatch.setattr(tf.config, 'list_logical_devices', lambda kind=None: [])
+  args = [tf.constant(x) for x in _inputs(3)]
+
+  def kernel_used(post):
+    fn = tf.function(lambda *a: generate_proposals(*a, 400, post, 0.7, 0.0))
+    return 'NonMaxSuppressionV4' in graph_op_types(fn.get_concrete_function(*args))
+
+  assert kernel_used(nms.CPU_TILED_FROM - 1)
+  assert not kernel_used(nms.CPU_TILED_FROM)

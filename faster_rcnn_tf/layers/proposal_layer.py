@@ -32,7 +32,7 @@ def generate_proposals(scores, deltas, anchors, image_sizes, pre_nms_topk, post_
       (boxes[..., 3] - boxes[..., 1]) < min_size)
   # Dropped boxes get a score below every real one; they are removed after NMS.
   scores = tf.where(small, -1.0, scores)
-  method = nms.resolve_method(nms_method)
+  method = nms.resolve_method(nms_method, max_output_size=post_nms_topk)
   k = pre_nms_topk
   if scores.shape[1] is not None:
     k = min(k, scores.shape[1])
@@ -63,8 +63,9 @@ class ProposalLayer(BoxGeometryLayer):
   Call args: scores [B, N], deltas [B, N, 4], anchors [N, 4], image_sizes [B, 2],
   training (bool). Returns (rois [B, P, 4], roi_scores [B, P], valid [B, P]).
 
-  nms_method: `ops.nms` method, 'auto' (decided when traced: 'tiled' under XLA or when a
-    GPU / TPU is visible, TF's kernel else), 'kernel' or 'tiled'. Same proposals.
+  nms_method: `ops.nms` method, 'auto' (decided when traced: 'tiled' under XLA, when a
+    GPU / TPU is visible or for post-NMS counts from `nms.CPU_TILED_FROM` on, TF's kernel
+    else), 'kernel' or 'tiled'. Same proposals.
   nms_tile_size: boxes per tile of the 'tiled' method.
   """
 

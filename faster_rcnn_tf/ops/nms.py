@@ -20,7 +20,12 @@ independent sets of N boxes, by one of these methods:
   'batched' The tiled form with one tile holding all N boxes: the IoU of all pairs at
             once ([S, N, N] memory), for small N such as the detection head's 300 RoIs.
   'auto'    Decided when traced (`resolve_method`): 'tiled' inside an XLA-compiled
-            function or when TensorFlow sees a GPU or TPU, else 'kernel'.
+            function or when TensorFlow sees a GPU or TPU; on a CPU outside XLA 'kernel'
+            for small outputs and 'tiled' from `CPU_TILED_FROM` kept boxes on (the
+            training proposals, 12000 -> 2000 per image: tiled 1.6x-2.5x the kernel's
+            speed uncompiled, and 9x-13x compiled, in three runs of
+            bench/bench_nms.py on 2 busy cores; the kernel won at 6000 -> 300 and in the
+            detection head).
 
 All methods give the indices and counts of tf.image.non_max_suppression: a box is a
 candidate when its score is strictly above score_threshold; IoU strictly above
@@ -37,11 +42,13 @@ from faster_rcnn_tf.ops import xla_context
 
 METHODS = ('auto', 'kernel', 'tiled', 'batched')
 TILE_SIZE = 512  # boxes per tile of the 'tiled' method (bench/bench_nms.py --tile_sizes)
+CPU_TILED_FROM = 1000  # 'auto' on a CPU outside XLA: 'tiled' from this max_output_size
 
 
-def resolve_method(method, accelerator_visible=None):
+def resolve_method(method, accelerator_visible=None, max_output_size=None):
   """One of METHODS -> 'kernel', 'tiled' or 'batched' ('auto' decided as described in the
-  module docstring; accelerator_visible overrides the GPU / TPU check, for tests).
+  module docstring; accelerator_visible overrides the GPU / TPU check, for tests;
+  max_output_size: the problem's, None counting as small).
 
   Raises ValueError naming nms_method for an unknown method.
   """
@@ -54,7 +61,10 @@ def resolve_method(method, accelerator_visible=None):
   if accelerator_visible is None:
     accelerator_visible = bool(tf.config.list_logical_devices('GPU')
                                or tf.config.list_logical_devices('TPU'))
-  return 'tiled' if accelerator_visible else 'kernel'
+  if accelerator_visible:
+    return 'tiled'
+  large = max_output_size is not None and max_output_size >= CPU_TILED_FROM
+  return 'tiled' if large else 'kernel'
 
 
 def non_max_suppression(boxes, scores, max_output_size, iou_threshold,
@@ -79,8 +89,8 @@ def non_max_suppression(boxes, scores, max_output_size, iou_threshold,
   """
   boxes = tf.convert_to_tensor(boxes, tf.float32)
   scores = tf.convert_to_tensor(scores, tf.float32)
-  method = resolve_method(method)
   max_output_size = int(max_output_size)
+  method = resolve_method(method, max_output_size=max_output_size)
   if method == 'kernel':
     return _kernel(boxes, scores, max_output_size, iou_threshold, score_threshold)
   n = scores.shape[-1]
