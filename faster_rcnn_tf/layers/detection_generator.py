@@ -22,7 +22,8 @@ def resolve_nms_method(method):
   return nms.resolve_method(method)
 
 
-def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold, method):
+def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold, method,
+                   tile_size=nms.TILE_SIZE):
   """NMS of each class of each image (B * K sets, by `method`, an `ops.nms` method),
   then the top `max_detections` of each image over all classes.
 
@@ -34,7 +35,7 @@ def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold
   class_boxes = tf.reshape(tf.transpose(boxes, [0, 2, 1, 3]), [-1, num_rois, 4])
   class_scores = tf.reshape(tf.transpose(scores, [0, 2, 1]), [-1, num_rois])
   idx, n = nms.non_max_suppression(class_boxes, class_scores, m, iou_threshold,
-                                   score_threshold, method=method)
+                                   score_threshold, method=method, tile_size=tile_size)
   kept = tf.range(m)[tf.newaxis] < n[:, tf.newaxis]
   kept_scores = tf.where(kept, tf.gather(class_scores, idx, batch_dims=1), -1.0)  # [B*K, M]
   flat_scores = tf.reshape(kept_scores, [num_images, num_classes * m])
@@ -62,10 +63,12 @@ class DetectionGenerator(BoxGeometryLayer):
     NonMaxSuppressionV4, one problem after another), 'tiled' (all at once in plain ops;
     with R <= the tile size, one tile: the same as 'batched') or 'auto' (decided when
     traced: 'tiled' under XLA or if a GPU / TPU is visible). Same detections either way.
+  nms_tile_size: boxes per tile of 'tiled'.
   """
 
   def __init__(self, score_threshold=0.05, nms_iou=0.3, max_detections=100,
-               box_stds=box_ops.HEAD_BOX_STDS, nms_method='auto', **kwargs):
+               box_stds=box_ops.HEAD_BOX_STDS, nms_method='auto',
+               nms_tile_size=nms.TILE_SIZE, **kwargs):
     super().__init__(**kwargs)
     self.score_threshold = score_threshold
     self.nms_iou = nms_iou
@@ -73,6 +76,7 @@ class DetectionGenerator(BoxGeometryLayer):
     self.box_stds = tuple(box_stds)
     resolve_nms_method(nms_method)  # validates
     self.nms_method = nms_method
+    self.nms_tile_size = int(nms_tile_size)
 
   def call(self, rois, roi_valid, class_probs, box_deltas, image_sizes):
     num_images, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
@@ -87,7 +91,7 @@ class DetectionGenerator(BoxGeometryLayer):
     scores = tf.where(roi_valid[..., tf.newaxis], probs[:, :, 1:], 0.0)
     det_boxes, det_scores, det_classes, count = _per_class_nms(
         boxes, scores, self.max_detections, self.nms_iou, self.score_threshold,
-        resolve_nms_method(self.nms_method))
+        resolve_nms_method(self.nms_method), self.nms_tile_size)
     return {inputs.DETECTION_BOXES: det_boxes, inputs.DETECTION_SCORES: det_scores,
             inputs.DETECTION_CLASSES: det_classes, inputs.NUM_DETECTIONS: count}
 
@@ -95,5 +99,5 @@ class DetectionGenerator(BoxGeometryLayer):
     config = super().get_config()
     config.update(score_threshold=self.score_threshold, nms_iou=self.nms_iou,
                   max_detections=self.max_detections, box_stds=self.box_stds,
-                  nms_method=self.nms_method)
+                  nms_method=self.nms_method, nms_tile_size=self.nms_tile_size)
     return config

@@ -5,9 +5,9 @@ box unless a box kept before it overlaps it by IoU > iou_threshold) on each of S
 independent sets of N boxes, by one of these methods:
 
   'kernel'  TF's NonMaxSuppressionV4 kernel, one set after another (tf.map_fn). The
-            fastest on a CPU when the step is not XLA-compiled: per candidate it compares
-            only against the boxes kept so far and stops at the first overlap. XLA lowers
-            it to a slow loop, and TFLite has a builtin for it.
+            fastest on a CPU outside XLA when few boxes are kept: per candidate it
+            compares only against the boxes kept so far and stops at the first overlap.
+            XLA lowers it to a slow loop; TFLite has a builtin for it.
   'tiled'   Plain TF ops with static shapes, all sets at once, for XLA (CPU, GPU, TPU).
             The boxes, in score order, are cut into tiles of `tile_size`. Each tile is
             first compared with the boxes kept from the earlier tiles (held in a buffer of
@@ -22,10 +22,8 @@ independent sets of N boxes, by one of these methods:
   'auto'    Decided when traced (`resolve_method`): 'tiled' inside an XLA-compiled
             function or when TensorFlow sees a GPU or TPU; on a CPU outside XLA 'kernel'
             for small outputs and 'tiled' from `CPU_TILED_FROM` kept boxes on (the
-            training proposals, 12000 -> 2000 per image: tiled 1.6x-2.5x the kernel's
-            speed uncompiled, and 9x-13x compiled, in three runs of
-            bench/bench_nms.py on 2 busy cores; the kernel won at 6000 -> 300 and in the
-            detection head).
+            training proposals, 12000 -> 2000 per image, where the kernel's comparisons
+            grow with the kept count; bench/README.md, "NMS methods").
 
 All methods give the indices and counts of tf.image.non_max_suppression: a box is a
 candidate when its score is strictly above score_threshold; IoU strictly above
