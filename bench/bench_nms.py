@@ -31,8 +31,9 @@ the kernel outside XLA, the tiled form inside (--step_nms=auto,kernel adds the m
 with TF's kernel everywhere: under XLA, the step as it was before the tiled form). Lines:
   {"bench": "nms_step", "part", "backbone", "mode", "nms", "sec_median", ...,
    "speedup_over_tf_function"} (against tf_function with the same --step_nms entry).
-Inference variants are timed interleaved; training steps one model after the other
-(three VGG16 trainers at once would need several GB), so their ratios are noisier.
+Inference variants are timed interleaved; training steps are interleaved across the
+--step_nms methods of one mode, the modes one after the other (three VGG16 trainers per
+method at once would need several GB), so ratios between modes are noisier.
 """
 
 import argparse
@@ -227,19 +228,20 @@ def run_steps(args):
         data = common.random_train_batch(1, height, width, seed=args.seed,
                                          num_classes=args.num_classes)
         data = {k: tf.constant(v) for k, v in data.items()}
-        for nms in methods:
-          base = None
-          for mode in modes:
-            model, trainer = bench_train_step.make_trainer(
-                backbone, args, jit_of[mode], proposal_nms_method=nms,
-                detection_nms_method=nms)
-            warm, times = common.time_fn(lambda: common.to_host(trainer.step(data)),  # pylint: disable=cell-var-from-loop
-                                         args.warmup, args.repeats)
+        base = {}
+        for mode in modes:  # the NMS methods of one mode interleaved
+          trainers = {nms: bench_train_step.make_trainer(
+              backbone, args, jit_of[mode], proposal_nms_method=nms,
+              detection_nms_method=nms)[1] for nms in methods}
+          timings = common.time_interleaved(
+              {nms: (lambda t=trainer: common.to_host(t.step(data)))
+               for nms, trainer in trainers.items()}, args.warmup, args.repeats)
+          for nms, (warm, times) in timings.items():
             if mode == 'tf_function':
-              base = statistics.median(times)
+              base[nms] = statistics.median(times)
             records.append(_step_record('train', backbone, mode, nms, args, height, width,
-                                        warm, times, base))
-            del model, trainer
+                                        warm, times, base.get(nms)))
+          del trainers
   return records
 
 
