@@ -132,9 +132,12 @@ def test_config_round_trip_and_xla(method, tile_size):
   layer = DetectionGenerator(score_threshold=0.2, nms_iou=0.4, max_detections=7,
                              box_stds=(0.1, 0.1, 0.2, 0.2), nms_method=method,
                              nms_tile_size=tile_size, name='det')
-  clone = DetectionGenerator.from_config(layer.get_config())
-  assert clone.get_config() == layer.get_config()
+  config = layer.get_config()
+  assert (config['nms_method'], config['nms_tile_size']) == (method, tile_size)
+  clone = DetectionGenerator.from_config(config)
+  assert clone.get_config() == config
   assert (clone.score_threshold, clone.nms_iou, clone.max_detections) == (0.2, 0.4, 7)
+  assert (clone.nms_method, clone.nms_tile_size) == (method, tile_size)
   cases = [_case(4), _case(5)]
   sizes = np.array([[100, 100], [64, 100]], np.int32)
   eager = _run(clone, cases, sizes)

@@ -82,9 +82,13 @@ def test_matches_per_image_reference(pre, post, iou, min_size, method):
 def test_layer_train_and_test_numbers_config_and_xla():
   scores, deltas, anchors, sizes = _inputs(1)
   layer = ProposalLayer(train_pre_nms_topk=200, train_post_nms_topk=40, test_pre_nms_topk=60,
-                        test_post_nms_topk=20, nms_iou=0.6, min_size=2.0, name='proposals')
-  clone = ProposalLayer.from_config(layer.get_config())
-  assert clone.get_config() == layer.get_config()
+                        test_post_nms_topk=20, nms_iou=0.6, min_size=2.0, nms_method='tiled',
+                        nms_tile_size=16, name='proposals')
+  config = layer.get_config()
+  assert (config['nms_method'], config['nms_tile_size']) == ('tiled', 16)
+  clone = ProposalLayer.from_config(config)
+  assert clone.get_config() == config
+  assert (clone.nms_method, clone.nms_tile_size) == ('tiled', 16)
   args = [tf.constant(x) for x in (scores, deltas, anchors, sizes)]
   train = clone(*args, training=True)
   test = clone(*args, training=False)

@@ -2,6 +2,7 @@
 at most M detections per image, padded outputs plus a count. R (RoIs per image) must be
 static."""
 
+import keras
 import tensorflow as tf
 
 from faster_rcnn_tf import inputs
@@ -17,8 +18,8 @@ def resolve_nms_method(method):
   """`ops.nms.resolve_method`: 'auto' -> 'tiled' under XLA or when TensorFlow sees a GPU
   or TPU (where one kernel call per set costs more than the work, and XLA lowers the
   kernel to a slow loop), else 'kernel' (on CPUs TF's kernel does less arithmetic than
-  the all-pairs IoU of the plain-ops form: MobileNetV2 inference ran 0.89x as fast with
-  the latter on 2 cores, `bench/bench_inference.py --nms_methods=kernel,batched`)."""
+  the all-pairs IoU of the plain-ops form; `bench/bench_inference.py
+  --nms_methods=kernel,batched` compares them, docs/performance.md has the figures)."""
   return nms.resolve_method(method)
 
 
@@ -49,6 +50,7 @@ def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold
           tf.where(keep, top_class + 1, 0), tf.reduce_sum(tf.cast(keep, tf.int32), axis=1))
 
 
+@keras.saving.register_keras_serializable(package='faster_rcnn_tf')
 class DetectionGenerator(BoxGeometryLayer):
   """Turns head outputs into final detections.
 
