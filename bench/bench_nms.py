@@ -255,15 +255,9 @@ def run(args):
 
 
 def main(argv=None):
-  """Threads first (before TensorFlow starts); a bad list flag ends with one line."""
-  common.configure_threads_from_argv(argv)
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  try:
-    _check(args)
-  except ValueError as e:
-    parser.exit(2, f'bench_nms.py: {e}\n')
-  return run(args)
+  """`common.script_main`: a bad list flag ends with one line (status 2); status 1 when
+  nothing was measured."""
+  common.script_main(build_parser, run, argv)
 
 
 if __name__ == '__main__':

@@ -43,3 +43,15 @@ def train_tiny(model_dir, *extra, console_file=None):
     with open(console_file, 'w') as f:
       json.dump({'stdout': result.stdout, 'stderr': result.stderr}, f)
   return result
+
+
+# The tiny model made to memorize four shapes images (Adam, no flips, no decay), scored
+# on those same images: its mAP rises from near 0 to near 1 in 150 steps, which gives
+# the end-to-end evaluation a floor that a broken evaluation cannot reach, and
+# --eval_every a best checkpoint worth choosing.
+MEMORIZE_ARGS = ('--optimizer=adam', '--learning_rate=0.003', '--num_steps=150',
+                 '--checkpoint_every=50', '--eval_every=50', '--log_every=50',
+                 '--shapes_train_images=4', '--eval_split=train', '--noflip',
+                 '--weight_decay=0', '--nodouble_bias_lr', '--seed=0')
+MEMORIZE_IMAGES = 4
+MEMORIZE_STEPS = 150

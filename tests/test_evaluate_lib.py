@@ -320,7 +320,17 @@ def test_sample_pictures_draw_ground_truth_and_confident_predictions():
   with Image.open(io_lib.BytesIO(pictures['sample_00_image_0.png'])) as im:
     drawn = np.asarray(im)
   assert drawn.shape == (400, 808, 3)      # two panels, enlarged 4x
-  assert (drawn[:, :, 0] == 255).any()                    # the white ground truth outline
+  # The white ground-truth outline of box [10, 10, 50, 60] enlarged 4x: a 2-pixel frame on
+  # rows 40..199 and columns 40..239 of the left panel (its label sits above it, from
+  # column 40), nothing white inside it or elsewhere in the panel (the white gap between
+  # the panels is columns 400..407, outside what is checked here).
+  white = np.all(drawn[:, :400] == 255, axis=2)
+  assert white[40:200, 40:42].all() and white[40:200, 238:240].all()   # left, right sides
+  assert white[40:42, 40:240].all() and white[198:200, 40:240].all()   # top, bottom
+  assert not white[42:198, 42:238].any()                               # inside
+  assert not white[:, :40].any() and not white[200:].any() and not white[:, 240:].any()
+  assert white[:40, 40:].any()                                         # the 'GT: a' label
+  assert np.all(drawn[:, 400:408] == 255)                              # the gap
   low = samples.render_samples(truth, dets, ['a', 'b'], score_threshold=0.1)
   assert low['sample_00_image_0.png'] != pictures['sample_00_image_0.png']
   assert low['sample_01_image_1.png'] == pictures['sample_01_image_1.png']
