@@ -5,7 +5,7 @@
         [--saved_model=EXPORT_DIR] [--saved_model_backbone=vgg16]
         [--fold_batch_norm=on|off|both] [--precision=float32|mixed_float16|mixed_bfloat16]
         [--compare_precisions=mixed_bfloat16,...]
-        [--nms_methods=auto|batched|kernel,...] [--inference_splits=auto|N,...]
+        [--nms_methods=auto|kernel|tiled|batched,...] [--inference_splits=auto|N,...]
         [--repeats=5] [--warmup=1] [--threads=2]
 
 Modes:
@@ -78,7 +78,7 @@ def build_parser():
       parser, 'timed interleaved; the folded lines carry speedup_over_unfolded')
   parser.add_argument('--nms_methods', default='auto',
                       help="The detection head's NMS (FasterRCNN detection_nms_method): "
-                      'auto, batched, kernel; several, comma-separated, are timed '
+                      'auto, kernel, tiled, batched; several, comma-separated, are timed '
                       'interleaved (speedup_over_first_nms_method).')
   parser.add_argument('--inference_splits', default='auto',
                       help='FasterRCNN inference_splits: the batch run as this many '

@@ -75,11 +75,12 @@ class ExecutionConfig:
 
   precision: Keras dtype policy ('float32', 'mixed_float16', 'mixed_bfloat16'); the
     variables stay float32, so a checkpoint loads under any of them.
-  detection_nms_method, inference_splits, compile_backbone, fold_batch_norm: the
-    FasterRCNN arguments of the same names.
+  detection_nms_method, proposal_nms_method, inference_splits, compile_backbone,
+    fold_batch_norm: the FasterRCNN arguments of the same names.
   """
   precision: str = 'float32'
   detection_nms_method: str = 'auto'
+  proposal_nms_method: str = 'auto'
   inference_splits: str = 'auto'
   compile_backbone: bool = False
   fold_batch_norm: bool = True
@@ -303,6 +304,7 @@ def model_kwargs(config: RunConfig, pretrained: bool = True,
       roi_fg_fraction=m.roi_fg_fraction, roi_bg_iou_lo=m.roi_bg_iou_lo,
       score_threshold=m.score_threshold, max_detections=m.max_detections,
       detection_nms_method=e.detection_nms_method,
+      proposal_nms_method=e.proposal_nms_method,
       compile_backbone=False if serving else e.compile_backbone,
       inference_splits=e.inference_splits)
 

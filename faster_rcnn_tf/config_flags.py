@@ -74,11 +74,19 @@ def define_model_flags():
                     "under any of them; evaluate.py / export.py / predict.py read the "
                     "run's value unless given one.")
   flags.DEFINE_enum('detection_nms_method', 'auto', list(detection_generator.NMS_METHODS),
-                    "The detection head's per-class NMS: batched (all classes and images "
-                    "at once: fast on GPUs), kernel (TF's NMS kernel one class after "
-                    "another: fast on CPUs) or auto (batched when a GPU is visible when "
-                    "the model is traced). Same detections. For export.py: name the "
-                    "serving machine's kind when exporting on another kind.")
+                    "The detection head's per-class NMS: tiled (all classes and images "
+                    "at once in plain ops: fast on GPUs and under XLA; batched: the same "
+                    "in one tile), kernel (TF's NMS kernel one class after another: fast "
+                    "on CPUs) or auto (tiled under --jit_compile or when a GPU / TPU is "
+                    "visible when the model is traced). Same detections. For export.py: "
+                    "name the serving machine's kind when exporting on another kind.")
+  flags.DEFINE_enum('proposal_nms_method', 'auto', ['auto', 'kernel', 'tiled'],
+                    "The proposal layer's NMS (12000 -> 2000 boxes per image in training): "
+                    "tiled (plain ops in fixed-size tiles, what XLA compiles well: GPUs, "
+                    "TPUs, --jit_compile, and CPUs for 1000+ kept boxes), kernel (TF's "
+                    "NMS kernel: fast on CPUs without XLA for fewer boxes) or auto (tiled "
+                    "under --jit_compile, when a GPU / TPU is visible when the model is "
+                    "traced, or from 1000 kept boxes on; kernel else). Same proposals.")
   splits = flags.DEFINE_string(
       'inference_splits', 'auto',
       "Inference runs each batch as this many sub-batches that TensorFlow executes at the "
@@ -119,9 +127,9 @@ def define_train_flags():
   flags.DEFINE_integer('cpu_devices', 0, 'Split the CPU into this many logical devices '
                        '(to run --strategy=mirrored without GPUs).')
   flags.DEFINE_bool('mixed_precision', False, 'Shorthand for --precision=mixed_float16.')
-  flags.DEFINE_bool('jit_compile', False, 'Compile the training step with XLA (not on GPUs '
-                    'with TF 2.21: XLA lowers the NMS kernel to a slow sequential loop; see '
-                    'docs/performance.md).')
+  flags.DEFINE_bool('jit_compile', False, 'Compile the training step with XLA. The NMS '
+                    "stages then take ops/nms.py's tiled plain-ops form (nms methods "
+                    "'auto'), not TF's NMS kernel, which XLA lowers to a slow loop.")
   flags.DEFINE_integer('seed', 0, 'Random seed (sampling, shuffling, flips, '
                        'initialization).')
   flags.DEFINE_bool('deterministic', False, 'Deterministic ops and a data order that a '

@@ -25,13 +25,20 @@ class Execution:
     (`batch_splitting`; faster on CPUs, same detections); 'auto' is 2 on CPUs and 1 when
     a GPU or TPU is visible when the model is traced.
   detection_nms_method: how the detection head's per-class NMS runs
-    (`layers.detection_generator.DetectionGenerator`'s nms_method): 'batched', 'kernel',
-    or 'auto' (batched when a GPU is visible at tracing, TF's kernel otherwise).
+    (`layers.detection_generator.DetectionGenerator`'s nms_method, an `ops.nms` method):
+    'kernel', 'tiled', 'batched', or 'auto' (tiled under XLA or when a GPU / TPU is
+    visible at tracing, TF's kernel otherwise).
+  proposal_nms_method: how the proposal layer's NMS runs (`layers.proposal_layer.
+    ProposalLayer`'s nms_method): 'kernel', 'tiled', or 'auto' (tiled under XLA, when a
+    GPU / TPU is visible at tracing or for 1000+ kept boxes such as the training
+    proposals; TF's kernel otherwise). Same proposals, except that the kernel under
+    XLA visits boxes of exactly equal score in another order (`ops.nms`).
   """
   fold_batch_norm: bool = True
   compile_backbone: bool = False
   inference_splits: Union[int, str] = 'auto'
   detection_nms_method: str = 'auto'
+  proposal_nms_method: str = 'auto'
 
   @classmethod
   def of(cls, value):

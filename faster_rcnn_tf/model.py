@@ -73,9 +73,10 @@ class FasterRCNN(keras.Model):
     score_threshold, detection_nms_iou, max_detections: inference post-processing.
     execution: how the model runs, not what it computes: an `execution.Execution` or a
       dict of its fields (fold_batch_norm, compile_backbone, inference_splits,
-      detection_nms_method; see there). None: the defaults.
-    fold_batch_norm, compile_backbone, inference_splits, detection_nms_method: the
-      same options as keywords (None: `execution`'s value); a given one wins.
+      detection_nms_method, proposal_nms_method; see there). None: the defaults.
+    fold_batch_norm, compile_backbone, inference_splits, detection_nms_method,
+      proposal_nms_method: the same options as keywords (None: `execution`'s value); a
+      given one wins.
   """
 
   def __init__(self, num_classes, backbone='vgg16', backbone_weights=None,
@@ -90,14 +91,15 @@ class FasterRCNN(keras.Model):
                head_sigma=1.0, score_threshold=0.05, detection_nms_iou=0.3,
                max_detections=100, execution=None, fold_batch_norm=None,
                compile_backbone=None, inference_splits=None, detection_nms_method=None,
-               **kwargs):
+               proposal_nms_method=None, **kwargs):
     super().__init__(**kwargs)
     if train_post_nms_topk < roi_num_samples:
       raise ValueError(f'train_post_nms_topk ({train_post_nms_topk}) must be at least '
                        f'roi_num_samples ({roi_num_samples})')
     overrides = dict(fold_batch_norm=fold_batch_norm, compile_backbone=compile_backbone,
                      inference_splits=inference_splits,
-                     detection_nms_method=detection_nms_method)
+                     detection_nms_method=detection_nms_method,
+                     proposal_nms_method=proposal_nms_method)
     self.execution = dataclasses.replace(
         Execution.of(execution), **{k: v for k, v in overrides.items() if v is not None})
     # What the model computes (get_config's values besides `execution`).
@@ -144,7 +146,9 @@ class FasterRCNN(keras.Model):
     self.rpn_head = RPNHead(num_anchors, rpn_channels, name='rpn_head')
     self.proposal_layer = ProposalLayer(train_pre_nms_topk, train_post_nms_topk,
                                         test_pre_nms_topk, test_post_nms_topk,
-                                        proposal_nms_iou, proposal_min_size, name='proposals')
+                                        proposal_nms_iou, proposal_min_size,
+                                        nms_method=execution.proposal_nms_method,
+                                        name='proposals')
     self.anchor_targets = AnchorTargets(rpn_positive_iou, rpn_negative_iou, rpn_num_samples,
                                         rpn_positive_fraction, name='anchor_targets')
     self.proposal_targets = ProposalTargets(num_classes, roi_num_samples, roi_fg_fraction,

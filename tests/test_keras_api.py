@@ -144,14 +144,19 @@ def test_compile_refuses_a_loss():
 
 def test_config_round_trip_and_execution_options():
   model = FasterRCNN(4, execution={'inference_splits': 1, 'fold_batch_norm': False},
-                     detection_nms_method='kernel', **TINY)
+                     detection_nms_method='kernel', proposal_nms_method='tiled', **TINY)
   config = model.get_config()
   assert config['execution'] == {'fold_batch_norm': False, 'compile_backbone': False,
-                                 'inference_splits': 1, 'detection_nms_method': 'kernel'}
+                                 'inference_splits': 1, 'detection_nms_method': 'kernel',
+                                 'proposal_nms_method': 'tiled'}
   json.dumps(config)  # plain values
   again = FasterRCNN.from_config(config)
   assert again.get_config() == config
   assert again.detection_generator.nms_method == 'kernel'
+  assert again.proposal_layer.nms_method == 'tiled'
+  # A configuration written before proposal_nms_method existed takes its default.
+  del config['execution']['proposal_nms_method']
+  assert FasterRCNN.from_config(config).proposal_layer.nms_method == 'auto'
   with pytest.raises(ValueError, match='unknown option'):
     FasterRCNN(4, execution={'fold_batchnorm': True}, **TINY)
 

@@ -16,6 +16,7 @@ from faster_rcnn_tf import inputs
 from faster_rcnn_tf import model as model_lib
 from faster_rcnn_tf.model import FasterRCNN
 from tests import np_reference
+from tests import step_helpers
 
 _np_iou = np_reference.iou
 
@@ -245,17 +246,7 @@ class _Trainer:
     self.steps = {jit: self._make_step(jit) for jit in jit_settings}
 
   def _make_step(self, jit):
-    model, optimizer = self.model, self.optimizer
-
-    @tf.function(jit_compile=jit)
-    def step(batch, seed):
-      with tf.GradientTape() as tape:
-        losses = model.compute_losses(batch, seed=seed)
-      grads = tape.gradient(losses['total_loss'], model.trainable_variables)
-      optimizer.apply_gradients(zip(grads, model.trainable_variables))
-      return losses, [g is not None for g in grads]
-
-    return step
+    return step_helpers.make_train_step(self.model, self.optimizer, jit)
 
   def reset(self):
     for v, value in zip(self.model.variables, self.initial):
@@ -456,14 +447,6 @@ def test_callback_scan_detects_uses_but_not_docs(tmp_path):
   assert not _code_names(str(doc)) & {'py_function', 'py_func', 'numpy_function'}
 
 
-def _graph_op_types(concrete_fn):
-  graph_def = concrete_fn.graph.as_graph_def()
-  ops = {node.op for node in graph_def.node}
-  for fn in graph_def.library.function:
-    ops |= {node.op for node in fn.node_def}
-  return ops
-
-
 def test_training_step_graph_has_no_python_ops():
   model = _model()
   opt = keras.optimizers.SGD(0.01, momentum=0.9)
@@ -477,6 +460,6 @@ def test_training_step_graph_has_no_python_ops():
     opt.apply_gradients(zip(grads, model.trainable_variables))
     return losses
 
-  ops = _graph_op_types(step.get_concrete_function(batch))
+  ops = step_helpers.graph_op_types(step.get_concrete_function(batch))
   assert 'NonMaxSuppressionV4' in ops and 'MatMul' in ops  # the scan sees nested functions
   assert not ops & {'PyFunc', 'EagerPyFunc', 'PyFuncStateless', 'NumpyFunction'}, ops
