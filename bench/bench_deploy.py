@@ -7,7 +7,7 @@ ONNX Runtime, at each letterbox size, in one run.
         [--eval_images=200] [--repeats=20] [--warmup=3] [--threads=2]
 
 --model_dir is a train.py run on the shapes data (configs/shapes_mobilenet_v2.cfg is the
-MobileNetV2 one); its flags.cfg gives the model and the shapes test split (image size,
+MobileNetV2 one); its run_config.json gives the model and the test split (image size,
 count, seed). Every runtime runs the same graph shape: one uint8 image letterboxed into
 SIZE x SIZE (`serving/portable.py`); the SavedModel is that detector as TensorFlow runs
 it (CropAndResize, TF's NMS kernel), the others are the files export.py writes.
@@ -56,28 +56,25 @@ def build_parser():
 
 
 def load_run(args):
-  """(model, class names, parsed flags, shapes test source) of --model_dir."""
-  from absl import flags
-  from faster_rcnn_tf import config_flags
+  """(model, class names, shapes test source) of --model_dir (`runs.load_model`, with
+  --score_threshold overriding the run's)."""
+  import dataclasses
+  from faster_rcnn_tf import config as config_lib
+  from faster_rcnn_tf import runs
   from faster_rcnn_tf.data import registry
-  from faster_rcnn_tf.serving import run_dir
-  fv = flags.FLAGS
-  config_flags.define_data_flags()
-  config_flags.define_model_flags()
-  cfg = os.path.join(args.model_dir, run_dir.FLAGS_FILE)
-  run_dir.check_model_dir(args.model_dir)
-  overrides = [] if args.score_threshold is None else [
-      f'--score_threshold={args.score_threshold}']
-  fv(['bench_deploy', *run_dir.flagfile_args(cfg, fv), *overrides])
-  model, names, _ = run_dir.restore_model(args.model_dir, fv, args.checkpoint)
-  with open(cfg) as f:
-    seed = run_dir.peek_flag([line.strip() for line in f], 'seed') or 0
-  source = registry.get_source(fv.dataset, 'test', seed=int(seed),
-                               **config_flags.source_kwargs(fv))
-  return model, names, fv, source
+  config = runs.read_run_config(args.model_dir)
+  if args.score_threshold is not None:
+    config = config.replace(model=dataclasses.replace(
+        config.model, score_threshold=args.score_threshold))
+  loaded = runs.load_model(args.model_dir, args.checkpoint, config=config)
+  data = config.data
+  source = registry.get_source(data.dataset, data.eval_split,
+                               classes=list(loaded.class_names), seed=config.train.seed,
+                               **config_lib.source_kwargs(data))
+  return loaded.model, list(loaded.class_names), source
 
 
-def make_runtimes(model, names, fv, size, wanted, threads, folder):
+def make_runtimes(model, names, size, wanted, threads, folder):
   """{runtime: (run(uint8 [1, H, W, 3]) -> outputs dict of numpy, file size MB or None)}."""
   import numpy as np
   import tensorflow as tf
@@ -99,7 +96,7 @@ def make_runtimes(model, names, fv, size, wanted, threads, folder):
     if runtime == 'saved_model':
       continue
     fmt, _, quantization = runtime.partition('_')
-    info = portable_export.export_info(detector, fv, fmt, quantization or 'none', None)
+    info = portable_export.export_info(detector, fmt, quantization or 'none', None)
     data = portable_export.convert_detector(detector, fmt, info, quantization or 'none')
     path = os.path.join(folder, portable_export.file_name(fmt, size, quantization or 'none'))
     with open(path, 'wb') as f:
@@ -138,15 +135,16 @@ def run(args):
   wanted = common.parse_list(args.runtimes)
   unknown = [r for r in wanted if r not in RUNTIMES]
   if unknown:
-    raise SystemExit(f'bench_deploy.py: error: --runtimes: unknown {unknown}; choose from '
+    raise ValueError(f'--runtimes: unknown {unknown}; choose from '
                      f'{",".join(RUNTIMES)}')
   sizes = [portable.parse_size(s, '--sizes') for s in common.parse_list(args.sizes)]
-  model, names, fv, source = load_run(args)
+  model, names, source = load_run(args)
   common.note('figures are only comparable within one run (runtimes interleaved)')
   first = next(iter(source.records()))['image'][None]
+  records = []
   with tempfile.TemporaryDirectory() as folder:
     for size in sizes:
-      runtimes = make_runtimes(model, names, fv, size, wanted, args.threads, folder)
+      runtimes = make_runtimes(model, names, size, wanted, args.threads, folder)
       timings = common.time_interleaved(
           {name: (lambda fn=fn: fn(first)) for name, (fn, _) in runtimes.items()},
           args.warmup, args.repeats)
@@ -158,7 +156,7 @@ def run(args):
       for name, (warm, times) in timings.items():
         fields = common.timing_fields(times, 1, warm)
         record = {'bench': 'deploy', 'runtime': name, 'size': f'{size[0]}x{size[1]}',
-                  'backbone': fv.backbone, 'threads': args.threads, **fields,
+                  'backbone': model.backbone_name, 'threads': args.threads, **fields,
                   'speedup_over_saved_model': (
                       round(base / fields['sec_per_image_median'], 3) if base else None),
                   'map_voc07': None if maps[name] is None else round(maps[name], 4),
@@ -168,8 +166,8 @@ def run(args):
                       else None),
                   'file_mb': None if runtimes[name][1] is None else round(runtimes[name][1], 2),
                   'eval_images': min(args.eval_images, len(source))}
-        common.emit(record)
-  return 0
+        records.append(common.emit(record))
+  return records
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 operators, detections equal to the SavedModel's at the same input size (LiteRT and ONNX
 Runtime running the files), letterbox geometry, the zero-area-safe NMS, bad input."""
 
+import dataclasses
 import json
 import os
 
@@ -9,13 +10,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from faster_rcnn_tf.ops import padded_nms
+from faster_rcnn_tf.ops import nms
+from faster_rcnn_tf import runs
 from faster_rcnn_tf.serving import exporter
 from faster_rcnn_tf.serving import onnx_export
 from faster_rcnn_tf.serving import portable
 from faster_rcnn_tf.serving import portable_clients
 from faster_rcnn_tf.serving import portable_export
-from faster_rcnn_tf.serving import run_dir
 from faster_rcnn_tf.serving import tflite_export
 from tests import run_helpers
 from tests import test_export_support as support
@@ -34,16 +35,33 @@ def builtin_only(ops):
 
 
 def assert_same_detections(got, want, label):
-  """Row-by-row equality of the four outputs to TOL (counts exactly)."""
+  """The same detections to TOL, counts exactly: scores row by row (both are sorted), and
+  each row's box and class equal to those of a row of the other whose score is within TOL
+  of it. Rows whose scores are that close may come in either order: boxes in the zero
+  border of a letterboxed image see the same features and score alike up to float
+  rounding, which differs between runtimes."""
   np.testing.assert_array_equal(np.asarray(got['num_detections']).reshape(-1),
                                 np.asarray(want['num_detections']).reshape(-1), label)
   n = int(np.asarray(want['num_detections']).reshape(-1)[0])
   assert n > 0, f'{label}: no detections to compare'
-  for name in ('detection_boxes', 'detection_scores'):
-    np.testing.assert_allclose(np.asarray(got[name]), np.asarray(want[name]), rtol=0,
-                               atol=TOL, err_msg=f'{label}: {name}')
-  np.testing.assert_array_equal(np.asarray(got['detection_classes']),
-                                np.asarray(want['detection_classes']), label)
+  np.testing.assert_allclose(np.asarray(got['detection_scores']),
+                             np.asarray(want['detection_scores']), rtol=0, atol=TOL,
+                             err_msg=f'{label}: detection_scores')
+  scores = [np.asarray(d['detection_scores'])[0, :n] for d in (got, want)]
+  boxes = [np.asarray(d['detection_boxes'])[0, :n] for d in (got, want)]
+  classes = [np.asarray(d['detection_classes'])[0, :n] for d in (got, want)]
+  unmatched = list(range(n))
+  for i in range(n):
+    match = next((j for j in unmatched if abs(scores[0][i] - scores[1][j]) <= TOL and
+                  classes[0][i] == classes[1][j] and
+                  np.abs(boxes[0][i] - boxes[1][j]).max() <= TOL), None)
+    assert match is not None, (f'{label}: row {i} (class {classes[0][i]}, score '
+                               f'{scores[0][i]}, box {boxes[0][i]}) is not among the '
+                               f'expected rows {unmatched} of scores within {TOL}')
+    unmatched.remove(match)
+  for d in (got, want):  # padding rows
+    assert not np.asarray(d['detection_boxes'])[0, n:].any(), label
+    assert not np.asarray(d['detection_classes'])[0, n:].any(), label
 
 
 def numpy_outputs(outputs):
@@ -62,19 +80,25 @@ def tiny_model_dir(tmp_path_factory):
   return model_dir
 
 
+def threshold_config(model_dir):
+  """The run's RunConfig with score threshold THRESHOLD."""
+  config = runs.read_run_config(model_dir)
+  return config.replace(model=dataclasses.replace(config.model,
+                                                  score_threshold=float(THRESHOLD)))
+
+
 @pytest.fixture(scope='module')
 def run(tiny_model_dir):
-  """(model, class names, flag values) of the tiny run, score threshold THRESHOLD."""
-  fv = support.run_flag_values(tiny_model_dir, f'--score_threshold={THRESHOLD}')
-  model, names, _ = run_dir.restore_model(tiny_model_dir, fv)
-  return model, names, fv
+  """(model, class names) of the tiny run, score threshold THRESHOLD."""
+  loaded = runs.load_model(tiny_model_dir, config=threshold_config(tiny_model_dir))
+  return loaded.model, list(loaded.class_names)
 
 
 @pytest.fixture(scope='module')
 def reference(run, tmp_path_factory):
   """The SavedModel of the model as TensorFlow runs it (CropAndResize, TF's NMS kernel)
   on the same letterbox canvas: its 'detect_images' signature, loaded back."""
-  model, names, _ = run
+  model, names = run
   detector = portable.LetterboxDetector(model, names, (SIZE, SIZE), portable=False)
   path = str(tmp_path_factory.mktemp('letterbox_saved_model'))
   tf.saved_model.save(detector, path,
@@ -189,10 +213,12 @@ def test_zero_area_split_nms_equals_greedy_in_tensorflow_and_tflite():
     @tf.function(input_signature=[tf.TensorSpec([n, 4], tf.float32, name='boxes'),
                                   tf.TensorSpec([n], tf.float32, name='scores')])
     def run(self, b, s):
-      with padded_nms.zero_area_split():
-        split, split_n = padded_nms.padded_nms(b, s, m, 0.5, float('-inf'))
-      plain, plain_n = padded_nms.padded_nms(b, s, m, 0.5, float('-inf'))
-      return {'split': split, 'split_n': split_n, 'plain': plain, 'plain_n': plain_n}
+      # Asked for 'tiled': the forced method wins, as in the portable exports.
+      with nms.forced_method('kernel', split_zero_area=True):
+        split, split_n = nms.non_max_suppression(b[None], s[None], m, 0.5, method='tiled')
+      plain, plain_n = nms.non_max_suppression(b[None], s[None], m, 0.5, method='kernel')
+      return {'split': split[0], 'split_n': split_n[0], 'plain': plain[0],
+              'plain_n': plain_n[0]}
 
   module = Nms()
   want = greedy_nms(boxes, scores, m, 0.5)
@@ -215,7 +241,7 @@ def test_zero_area_split_nms_equals_greedy_in_tensorflow_and_tflite():
 # ---- TFLite ----
 
 def test_tflite_export_is_builtin_only_with_metadata(exports, run):
-  _, names, _ = run
+  _, names = run
   out, paths = exports
   with open(paths['tflite'], 'rb') as f:
     data = f.read()
@@ -247,8 +273,8 @@ def test_tflite_square_image_equals_the_export_py_saved_model(exports, tiny_mode
   """A SIZE x SIZE image is not letterboxed: the regular SavedModel export (resize to
   min_size = max_size = SIZE) sees the same input, through its serving_default."""
   _, paths = exports
-  fv = support.run_flag_values(tiny_model_dir, f'--score_threshold={THRESHOLD}')
-  path, _ = exporter.export_saved_model(tiny_model_dir, str(tmp_path / 'base'), fv)
+  path, _ = exporter.export_saved_model(tiny_model_dir, str(tmp_path / 'base'),
+                                        config=threshold_config(tiny_model_dir))
   image = support.shapes_image(SIZE, SIZE, seed=13)
   png = support.encode(image, 'PNG')
   loaded = tf.saved_model.load(path)
@@ -260,11 +286,11 @@ def test_tflite_square_image_equals_the_export_py_saved_model(exports, tiny_mode
 
 
 def test_tflite_quantized_variants(run, images):
-  model, names, fv = run
+  model, names = run
   detector = portable.LetterboxDetector(model, names, (SIZE, SIZE))
   sizes = {}
   for quantization in tflite_export.QUANTIZATIONS:
-    info = portable_export.export_info(detector, fv, 'tflite', quantization, None)
+    info = portable_export.export_info(detector, 'tflite', quantization, None)
     data = portable_export.convert_detector(detector, 'tflite', info, quantization)
     builtin_only(tflite_export.operators(data))
     sizes[quantization] = len(data)
@@ -293,8 +319,8 @@ def test_mobilenet_v2_tflite_builtin_only_and_tflite_onnx_equal(tmp_path):
       '--lr_decay_steps=10', '--shapes_train_images=16', '--shapes_test_images=4',
       '--nofinal_eval', '--log_every=1')
   assert result.returncode == 0, result.stdout + result.stderr
-  fv = support.run_flag_values(model_dir)
-  model, names, _ = run_dir.restore_model(model_dir, fv)
+  loaded = runs.load_model(model_dir)
+  model, names = loaded.model, list(loaded.class_names)
   for layer in (model.cls_score, model.rpn_head.cls):
     layer.kernel.assign(layer.kernel * 5.0)
   model.cls_score.bias.assign([0.0, 2.0, 2.5, 3.0])
@@ -432,3 +458,9 @@ def test_bench_deploy_smoke(tiny_model_dir):
   assert records['onnx']['map_voc07'] == records['saved_model']['map_voc07']
   assert records['tflite_none']['map_change_vs_tflite_none'] == 0.0
   assert records['tflite_dynamic']['file_mb'] < records['tflite_none']['file_mb']
+
+
+def test_bench_deploy_refuses_an_unknown_runtime(tiny_model_dir):
+  result = run_helpers.run_script('bench/bench_deploy.py', f'--model_dir={tiny_model_dir}',
+                                  '--runtimes=saved_model,tflite_int4')
+  one_error_line(result, 'bench_deploy.py', '--runtimes', 'tflite_int4')

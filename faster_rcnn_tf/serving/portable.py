@@ -10,14 +10,12 @@ differently from the SavedModel's (same weights, same detections up to float rou
     NMS loops have a known trip count) and, for TFLite, a fixed canvas: the image is
     *letterboxed* inside the graph (`letterbox`) so that everything after the resize has
     static shapes;
+  * every NMS, the proposals' and the detection head's per-class one, takes the 'kernel'
+    method of `ops.nms` (`nms.forced_method`), whatever the model's execution settings
+    say: TensorFlow's NonMaxSuppressionV4, which converts to TFLite's builtin
+    NON_MAX_SUPPRESSION_V4 and ONNX's NonMaxSuppression, with its zero-area split, which
+    makes TFLite's kernel give TensorFlow's result on boxes of zero area (see `ops.nms`);
   * the variables are frozen into constants (`freeze`).
-
-NMS stays in the forms the model already uses: TensorFlow's NonMaxSuppressionV4 (a TFLite
-builtin, NON_MAX_SUPPRESSION_V4, and ONNX's NonMaxSuppression) for the proposals and, for
-the per-class NMS of the detection head, either that kernel (--detection_nms_method=kernel,
-the CPU default) or the batched form of plain ops (`ops.nms`, a WHILE loop in TFLite).
-The kernel calls go through `ops.padded_nms`, whose zero-area split makes TFLite's kernel
-give TensorFlow's result on boxes of zero area (see there).
 """
 
 import contextlib
@@ -27,12 +25,13 @@ import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
 from faster_rcnn_tf import batch_norm_folding
-from faster_rcnn_tf.ops import padded_nms
+from faster_rcnn_tf.ops import nms
 from faster_rcnn_tf.ops import roi_pooling
 from faster_rcnn_tf.serving import export_module as em
 from faster_rcnn_tf.serving import preprocess
 
 DEFAULT_SIZE = 320
+NMS_METHOD = 'kernel'  # `ops.nms` method of every NMS in the portable form
 # The outputs of the portable models: detect_images' without the class-name strings (they
 # go to the model's metadata / a side file).
 OUTPUT_NAMES = (em.DETECTION_BOXES, em.DETECTION_SCORES, em.DETECTION_CLASSES,
@@ -86,16 +85,13 @@ def letterbox(images, size, pad_multiple=preprocess.DEFAULT_PAD_MULTIPLE):
 
 
 @contextlib.contextmanager
-def portable_tracing(pad_multiple=preprocess.DEFAULT_PAD_MULTIPLE, split_zero_area=True):
-  """Within it, the model traces in its portable form: gather crop pooling and, with
-  split_zero_area (for TFLite's NMS kernel; static box counts only), NMS that treats
-  zero-area boxes as TensorFlow's kernel does (`padded_nms`). Its backbone is told the
-  input size is a multiple of pad_multiple."""
-  with contextlib.ExitStack() as stack:
-    stack.enter_context(roi_pooling.forced_impl('gather'))
-    stack.enter_context(batch_norm_folding.input_size_multiple(pad_multiple))
-    if split_zero_area:
-      stack.enter_context(padded_nms.zero_area_split())
+def portable_tracing(pad_multiple=preprocess.DEFAULT_PAD_MULTIPLE):
+  """Within it, the model traces in its portable form: gather crop pooling, and every NMS
+  by TensorFlow's kernel with the zero-area split (`nms.forced_method`; static box counts
+  only). Its backbone is told the input size is a multiple of pad_multiple."""
+  with roi_pooling.forced_impl('gather'), \
+       nms.forced_method(NMS_METHOD, split_zero_area=True), \
+       batch_norm_folding.input_size_multiple(pad_multiple):
     yield
 
 

@@ -31,11 +31,21 @@ def _decode(data):
   return pixels[np.newaxis]
 
 
-def _read_model(path, flag):
+def _read_model(path, flag, read_metadata, metadata_name, what):
+  """(model file bytes, the export info in its metadata); ServingError naming --flag
+  when the file is missing, not a `what` or has no `metadata_name` entry."""
   if not os.path.isfile(path):
     raise client.ServingError(f'--{flag}={path}: no such file')
   with open(path, 'rb') as f:
-    return f.read()
+    data = f.read()
+  try:
+    info = read_metadata(data)
+  except Exception as e:  # The parsers fail in assorted ways on a file of another kind.
+    raise client.ServingError(f'--{flag}={path}: not {what} ({type(e).__name__})')
+  if info is None:
+    raise client.ServingError(f'--{flag}={path}: no {metadata_name} metadata (not written '
+                              f'by export.py --format={flag})')
+  return data, info
 
 
 class _OneImageClient:
@@ -80,14 +90,8 @@ class TFLiteClient(_OneImageClient):
 
   def __init__(self, path, num_threads=None):
     from faster_rcnn_tf.serving import tflite_export
-    data = _read_model(path, 'tflite')
-    try:
-      info = tflite_export.read_metadata(data)
-    except Exception as e:  # A file that is not a flatbuffer fails in assorted ways.
-      raise client.ServingError(f'--tflite={path}: not a TFLite model ({type(e).__name__})')
-    if info is None:
-      raise client.ServingError(f'--tflite={path}: no {tflite_export.METADATA_NAME} '
-                                f'metadata (not written by export.py --format=tflite)')
+    _, info = _read_model(path, 'tflite', tflite_export.read_metadata,
+                          tflite_export.METADATA_NAME, 'a TFLite model')
     self.info = info
     self.class_names = list(info['class_names'])
     try:
@@ -109,18 +113,12 @@ class OnnxClient(_OneImageClient):
 
   def __init__(self, path, num_threads=None):
     from faster_rcnn_tf.serving import onnx_export
-    data = _read_model(path, 'onnx')
     try:
       import onnxruntime
     except ImportError as e:
       raise client.ServingError(f'--onnx needs the onnxruntime package: {e}')
-    try:
-      info = onnx_export.read_metadata(data)
-    except Exception as e:  # onnx's parser raises its own DecodeError kinds.
-      raise client.ServingError(f'--onnx={path}: not an ONNX model ({type(e).__name__})')
-    if info is None:
-      raise client.ServingError(f'--onnx={path}: no {onnx_export.METADATA_KEY} metadata '
-                                f'(not written by export.py --format=onnx)')
+    data, info = _read_model(path, 'onnx', onnx_export.read_metadata,
+                             onnx_export.METADATA_KEY, 'an ONNX model')
     self.info = info
     self.class_names = list(info['class_names'])
     options = onnxruntime.SessionOptions()

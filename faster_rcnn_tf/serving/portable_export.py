@@ -1,4 +1,4 @@
-"""export.py --format=tflite / onnx: a training run's checkpoint -> one model file.
+"""export.py --format=tflite / onnx: a trained model -> one model file.
 
 Writes into EXPORT_DIR (created if needed):
   faster_rcnn_HxW_QUANT.tflite   (--format=tflite; QUANT: --tflite_quantization)
@@ -16,14 +16,13 @@ import os
 
 from faster_rcnn_tf import fileio
 from faster_rcnn_tf.serving import export_module as em
+from faster_rcnn_tf.serving import exporter
 from faster_rcnn_tf.serving import portable
-from faster_rcnn_tf.serving import run_dir
 
 FORMATS = ('saved_model', 'tflite', 'onnx')
-
-
-class ExportError(Exception):
-  """A bad request or a failed conversion: one line, nothing written."""
+# One error type for every export.py failure: a bad request or a failed conversion, one
+# line, nothing written.
+ExportError = exporter.ExportError
 
 
 def file_name(fmt, size, quantization='none'):
@@ -33,18 +32,21 @@ def file_name(fmt, size, quantization='none'):
   return f'faster_rcnn_{size[0]}x{size[1]}.onnx'
 
 
-def export_info(detector, flag_values, fmt, quantization, checkpoint):
-  """The dict stored in the model and the side file."""
+def export_info(detector, fmt, quantization, checkpoint):
+  """The dict stored in the model and the side file (detector: a
+  `portable.LetterboxDetector`; checkpoint: the restored prefix or model file, or None)."""
   import tensorflow as tf
+  model = detector.model
   info = {
       'format': fmt,
       'checkpoint': os.path.abspath(checkpoint) if checkpoint else None,
       'class_names': detector.class_names,
-      'backbone': flag_values.backbone,
+      'backbone': model.backbone_name,
       'letterbox_size': list(detector.size),
       'input_canvas': list(detector.canvas),
-      'score_threshold': flag_values.score_threshold,
-      'max_detections': flag_values.max_detections,
+      'score_threshold': float(model.detection_generator.score_threshold),
+      'max_detections': int(model.detection_generator.max_detections),
+      'nms_method': portable.NMS_METHOD,
       'inputs': {em.IMAGES: 'uint8 [1, height, width, 3] RGB, any height and width'},
       'outputs': list(portable.OUTPUT_NAMES),
       'tensorflow_version': tf.__version__,
@@ -70,13 +72,14 @@ def convert_detector(detector, fmt, info, quantization='none'):
     raise ExportError(str(e))
 
 
-def export_run(fmt, model_dir, export_dir, flag_values, checkpoint=None,
+def export_run(fmt, source, export_dir, checkpoint=None, config=None,
                size=(portable.DEFAULT_SIZE, portable.DEFAULT_SIZE), quantization='none'):
-  """Exports a run's checkpoint as EXPORT_DIR/`file_name` (+ .json).
+  """Exports a trained model as EXPORT_DIR/`file_name` (+ .json).
 
   Args:
     fmt: 'tflite' or 'onnx'.
-    model_dir, flag_values, checkpoint: as for `exporter.export_saved_model`.
+    source, checkpoint, config: as for `exporter.export_saved_model` (a training run
+      folder or a .keras file; the checkpoint; the RunConfig to build the model from).
     export_dir: the folder the files go to.
     size: (height, width) letterbox size.
     quantization: TFLite only, one of `tflite_export.QUANTIZATIONS`.
@@ -92,12 +95,9 @@ def export_run(fmt, model_dir, export_dir, flag_values, checkpoint=None,
   path = os.path.join(os.path.abspath(export_dir), file_name(fmt, size, quantization))
   if os.path.exists(path):
     raise ExportError(f'{path} already exists (exports are never overwritten)')
-  try:
-    model, class_names, ckpt_path = run_dir.restore_model(model_dir, flag_values, checkpoint)
-  except run_dir.RunDirError as e:
-    raise ExportError(str(e))
-  detector = portable.LetterboxDetector(model, class_names, size)
-  info = export_info(detector, flag_values, fmt, quantization, ckpt_path)
+  loaded = exporter.load_source(source, checkpoint, config)
+  detector = portable.LetterboxDetector(loaded.model, loaded.class_names, size)
+  info = export_info(detector, fmt, quantization, loaded.checkpoint or loaded.path)
   data = convert_detector(detector, fmt, info, quantization)
   fileio.atomic_write_bytes(path, data)
   fileio.atomic_write_text(os.path.splitext(path)[0] + '.json', json.dumps(info, indent=1))
