@@ -47,18 +47,19 @@ everything has been computed, all at once (nothing is written on an error):
     detections.json     the detections in COCO results format
     pr_curves/*.png     one precision-recall curve per class (VOC matching at IoU 0.5)
     samples/*.png       --num_sample_images images with ground truth and predictions
-Bad input (flags, files, a checkpoint that does not fit the model) prints one line naming
-it and exits with status 2.
+Bad input (flags, files, a checkpoint that does not fit the model or does not read back
+whole) prints one line naming it and exits with status 2; a folder that cannot be written
+(a full disk) exits with status 1, also in one line (--traceback shows Python's traceback).
 """
 
 import json
 import os
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from faster_rcnn_tf import cli
 from faster_rcnn_tf import config_flags
 from faster_rcnn_tf.evaluation import flag_sources
 from faster_rcnn_tf.evaluation.errors import EvaluationError
@@ -322,4 +323,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(lambda argv: sys.exit(main(argv)), flags_parser=_flags_parser)
+  cli.run_main(main, 'evaluate.py', flags_parser=_flags_parser)

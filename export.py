@@ -16,15 +16,16 @@ Signatures (see faster_rcnn_tf/serving/export_module.py and docs/serving.md):
 both returning detection_boxes (normalized yxyx), detection_scores, detection_classes,
 detection_class_names and num_detections.
 
-Exit status: 0 exported, 2 bad flags / run folder / checkpoint / version (nothing written).
+Exit status: 0 exported, 2 bad flags / run folder / checkpoint (also a damaged one) / version
+(nothing written), 1 the export folder cannot be written (one line; nothing left behind).
 """
 
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from faster_rcnn_tf import cli
 from faster_rcnn_tf import config_flags
 from faster_rcnn_tf.serving import preprocess
 from faster_rcnn_tf.serving import run_dir
@@ -70,5 +71,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(lambda argv: sys.exit(main(argv)),
-          flags_parser=lambda argv: run_dir.parse_argv_with_run_config(argv, FLAGS, PROG))
+  cli.run_main(main, PROG, flags_parser=lambda argv: run_dir.parse_argv_with_run_config(
+      argv, FLAGS, PROG))

@@ -23,10 +23,10 @@ Exit status: 0 done (images that could not be read have an "error" in their reco
 import os
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from faster_rcnn_tf import cli
 from faster_rcnn_tf import config_flags
 from faster_rcnn_tf.serving import run_dir
 
@@ -143,5 +143,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(lambda argv: sys.exit(main(argv)),
-          flags_parser=lambda argv: run_dir.parse_argv_with_run_config(argv, FLAGS, PROG))
+  cli.run_main(main, PROG, flags_parser=lambda argv: run_dir.parse_argv_with_run_config(
+      argv, FLAGS, PROG))

@@ -1,12 +1,16 @@
 """Trains Faster R-CNN: `python train.py --flagfile=configs/NAME.cfg`.
 
 Checkpoints go to --model_dir every --checkpoint_every steps and at the end; running the
-same command again resumes from the latest one. Ctrl-C (or SIGTERM) saves a checkpoint
-before exiting. A NaN or Inf loss stops the run, naming the step and the loss, and keeps
+same command again resumes from the newest checkpoint that reads back whole (a damaged
+one is moved to MODEL_DIR/damaged/ with a warning). One train.py at a time per
+--model_dir (the lock file MODEL_DIR/train.lock). Ctrl-C (or SIGTERM) saves a checkpoint
+before exiting. A checkpoint that cannot be written (a full disk, a read-only folder)
+stops the run with one line naming the folder (exit status 1), keeping the earlier ones. A NaN or Inf loss stops the run, naming the step and the loss, and keeps
 the last good checkpoint. After training the model is evaluated on --eval_split and the
 VOC mAP@0.5 is printed.
 """
 
+import atexit
 import json
 import math
 import os
@@ -14,12 +18,13 @@ import signal
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from faster_rcnn_tf import cli
 from faster_rcnn_tf import config_flags
 from faster_rcnn_tf.training import distribute
+from faster_rcnn_tf.training import run_lock
 
 FLAGS = flags.FLAGS
 config_flags.define_data_flags()
@@ -116,6 +121,10 @@ def _write_run_files(class_names):
                     json.dumps({'class_names': list(class_names)}, indent=1))
 
 
+def _warn(line):
+  print(f'train.py: {line}', file=sys.stderr, flush=True)
+
+
 def _format_losses(losses):
   short = {'rpn_class_loss': 'rpn_cls', 'rpn_box_loss': 'rpn_box',
            'head_class_loss': 'cls', 'head_box_loss': 'box', 'total_loss': 'total'}
@@ -171,6 +180,7 @@ def train(boundaries):
   import tensorflow as tf
   from faster_rcnn_tf.data import pipeline
   from faster_rcnn_tf.model import FasterRCNN
+  from faster_rcnn_tf.training import checkpoint_check
   from faster_rcnn_tf.training import checkpoints
   from faster_rcnn_tf.training import optimizer as optimizer_lib
   from faster_rcnn_tf.training.trainer import Trainer
@@ -188,6 +198,11 @@ def train(boundaries):
         flush=True)
   chief = distribute.is_chief()
   if chief:
+    try:
+      lock = run_lock.RunLock(FLAGS.model_dir, warn=_warn).acquire()
+    except run_lock.RunLockedError as e:
+      raise UsageError(str(e)) from None
+    atexit.register(lock.release)
     _write_run_files(class_names)
   else:  # Other workers write their (unused) checkpoints to a private folder.
     FLAGS.model_dir = os.path.join(FLAGS.model_dir, f'.worker_{os.getpid()}')
@@ -202,7 +217,11 @@ def train(boundaries):
       opt = keras.optimizers.LossScaleOptimizer(opt)
     opt.build(model.trainable_variables)
     ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
-  keeper = checkpoints.CheckpointKeeper(FLAGS.model_dir, ckpt, FLAGS.keep_checkpoints)
+  try:
+    keeper = checkpoints.CheckpointKeeper(FLAGS.model_dir, ckpt, FLAGS.keep_checkpoints,
+                                          warn=_warn)
+  except checkpoint_check.DamagedCheckpointError as e:
+    raise UsageError(str(e)) from None
   restored = keeper.restore_latest()
   start = int(opt.iterations.numpy())
   if restored:
@@ -243,7 +262,13 @@ def train(boundaries):
   try:
     while step < FLAGS.num_steps and not interrupted:
       t0 = time.time()
-      losses = trainer.step(next(iterator))
+      try:
+        batch = next(iterator)
+      except StopIteration:  # every image was skipped (unreadable, no boxes, ...)
+        raise UsageError(f'--dataset={FLAGS.dataset}: split {FLAGS.train_split!r} gave no '
+                         'training batch: every image was skipped (see the data problems '
+                         'logged above)') from None
+      losses = trainer.step(batch)
       losses = {k: float(v) for k, v in losses.items()}
       step += 1
       run_steps += 1
@@ -310,4 +335,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run_main(main, 'train.py')

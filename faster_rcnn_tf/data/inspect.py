@@ -21,10 +21,10 @@ import re
 import sys
 
 import numpy as np
-from absl import app
 from absl import flags
 from PIL import Image
 
+from faster_rcnn_tf import cli
 from faster_rcnn_tf import visualize
 from faster_rcnn_tf.data import records as R
 from faster_rcnn_tf.data import registry
@@ -111,12 +111,17 @@ def define_flags():
 def main(argv):
   del argv
   f = flags.FLAGS
-  summary = run(f.dataset, f.split, f.output_dir, f.classes, f.data_dir, f.seed,
-                f.max_images or None, f.num_drawn)
+  try:
+    summary = run(f.dataset, f.split, f.output_dir, f.classes, f.data_dir, f.seed,
+                  f.max_images or None, f.num_drawn)
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    print(f'inspect: error: --dataset={f.dataset} --split={f.split}: {e}', file=sys.stderr)
+    return 2
   sys.stdout.write(json.dumps(summary) + '\n')
   sys.stdout.flush()
+  return 0
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run_main(main, 'inspect')

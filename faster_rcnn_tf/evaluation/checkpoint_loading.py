@@ -21,7 +21,18 @@ _ITERATIONS = 'optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE'
 def find_checkpoint(model_dir=None, checkpoint=None):
   """The checkpoint prefix to restore: --checkpoint (a prefix or a folder, also relative to
   --model_dir: ckpt-3000, best) or the latest in --model_dir. Raises EvaluationError
-  naming the flag when there is none."""
+  naming the flag when there is none, and naming the files when the checkpoint does not
+  read back whole (see training/checkpoint_check.py)."""
+  path = _find_checkpoint(model_dir, checkpoint)
+  from faster_rcnn_tf.training import checkpoint_check
+  try:
+    return checkpoint_check.require_intact(path)
+  except checkpoint_check.DamagedCheckpointError as e:
+    raise EvaluationError(str(e)) from None
+
+
+def _find_checkpoint(model_dir, checkpoint):
+  from faster_rcnn_tf.training import checkpoint_check
   if checkpoint and model_dir and not os.path.isabs(checkpoint):
     inside = os.path.join(model_dir, checkpoint)
     if not (os.path.isdir(checkpoint) or tf.io.gfile.exists(checkpoint + '.index')) and (
@@ -29,18 +40,19 @@ def find_checkpoint(model_dir=None, checkpoint=None):
       checkpoint = inside
   if checkpoint:
     if os.path.isdir(checkpoint):
-      path = tf.train.latest_checkpoint(checkpoint)
+      path = checkpoint_check.latest_listed(checkpoint)
       if not path:
         raise EvaluationError(f'--checkpoint={checkpoint}: folder holds no checkpoint '
                               '(no "checkpoint" state file naming a ckpt-N)')
       return path
-    if not tf.io.gfile.exists(checkpoint + '.index'):
+    if not (tf.io.gfile.exists(checkpoint + '.index') or
+            tf.io.gfile.glob(checkpoint + '.data-*')):  # data alone: damaged, said below
       raise EvaluationError(f'--checkpoint={checkpoint}: no such checkpoint (expected '
                             f'{checkpoint}.index, e.g. --checkpoint=MODEL_DIR/ckpt-1000)')
     return checkpoint
   if not os.path.isdir(model_dir):
     raise EvaluationError(f'--model_dir={model_dir}: no such folder')
-  path = tf.train.latest_checkpoint(model_dir)
+  path = checkpoint_check.latest_listed(model_dir)
   if not path:
     raise EvaluationError(f'--model_dir={model_dir}: no checkpoint in it (train.py writes '
                           '"checkpoint" and ckpt-N files there)')

@@ -12,6 +12,7 @@ scripts parse them *before* their own command line, so the command line override
 (e.g. --score_threshold=0.3 --max_detections=50 at export).
 """
 
+import glob
 import json
 import os
 import sys
@@ -94,11 +95,21 @@ def resolve_checkpoint(model_dir, checkpoint=None):
     checkpoint: None (the latest in model_dir), a folder (its latest, e.g. model_dir/best)
       or a checkpoint prefix (e.g. model_dir/ckpt-6, or just ckpt-6 relative to model_dir).
   Returns:
-    str prefix (PREFIX.index exists).
+    str prefix (PREFIX.index exists). Raises RunDirError naming the files when the
+    checkpoint does not read back whole (see training/checkpoint_check.py).
   """
-  import tensorflow as tf
+  from faster_rcnn_tf.training import checkpoint_check
+  path = _resolve_checkpoint(model_dir, checkpoint)
+  try:
+    return checkpoint_check.require_intact(path)
+  except checkpoint_check.DamagedCheckpointError as e:
+    raise RunDirError(str(e)) from None
+
+
+def _resolve_checkpoint(model_dir, checkpoint):
+  from faster_rcnn_tf.training import checkpoint_check
   if not checkpoint:
-    path = tf.train.latest_checkpoint(model_dir)
+    path = checkpoint_check.latest_listed(model_dir)
     if not path:
       raise RunDirError(f'--model_dir={model_dir}: no checkpoint in the folder')
     return path
@@ -107,12 +118,12 @@ def resolve_checkpoint(model_dir, checkpoint=None):
     candidates.append(os.path.join(model_dir, checkpoint))
   for candidate in candidates:
     if os.path.isdir(candidate):
-      path = tf.train.latest_checkpoint(candidate)
+      path = checkpoint_check.latest_listed(candidate)
       if path:
         return path
       raise RunDirError(f'--checkpoint={checkpoint}: no checkpoint in folder {candidate}')
-    if os.path.isfile(candidate + '.index'):
-      return candidate
+    if os.path.isfile(candidate + '.index') or glob.glob(glob.escape(candidate) + '.data-*'):
+      return candidate  # data files alone: a damaged checkpoint, reported by the caller
   raise RunDirError(f'--checkpoint={checkpoint}: not a checkpoint (no {checkpoint}.index, '
                     f'also looked in {model_dir})')
 
