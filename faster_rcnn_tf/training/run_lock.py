@@ -64,9 +64,13 @@ class RunLock:
     """Takes the lock; raises RunLockedError when a live process holds it."""
     if '://' in self.model_dir:
       return self  # a remote file system: no flock
-    os.makedirs(self.model_dir, exist_ok=True)
     while True:
-      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        os.makedirs(self.model_dir, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      except OSError as e:
+        raise fileio.FolderWriteError(f'cannot create the lock file {self.path} in folder '
+                                      f'{self.model_dir}: {fileio.os_error_reason(e)}') from e
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except OSError as e:
