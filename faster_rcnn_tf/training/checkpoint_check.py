@@ -160,13 +160,18 @@ def _quarantine(prefix, folder):
   return target
 
 
-def prepare_resume(folder, warn=print):
+def prepare_resume(folder, warn=print, max_to_keep=None):
   """Checks the checkpoints of run folder `folder` before training resumes.
 
   Every checkpoint the state file lists is read back (see `problem`). Damaged ones are
   moved to FOLDER/damaged/ with a warning naming them (`warn(line)`), and the state file
   is rewritten to list only the intact ones, so that tf.train.CheckpointManager neither
   overwrites nor deletes them.
+
+  With `max_to_keep` (the CheckpointManager's), listed checkpoints older than the newest
+  max_to_keep are not checked: the manager lists a new checkpoint before deleting the
+  oldest one's files, so a process killed in between leaves the oldest listed with only
+  some of its files. The manager deletes such ones at its next save, as it would have.
 
   Returns:
     the newest intact checkpoint prefix, or None when the folder has no checkpoint.
@@ -178,6 +183,8 @@ def prepare_resume(folder, warn=print):
   prefixes = listed_checkpoints(folder)
   if not prefixes:
     return None
+  rotating = prefixes[max_to_keep:] if max_to_keep else []
+  prefixes = prefixes[:max_to_keep] if max_to_keep else prefixes
   checked = [(p, problem(p)) for p in prefixes]
   intact = [p for p, what in checked if what is None]
   damaged = [(p, what) for p, what in checked if what is not None]
@@ -194,7 +201,7 @@ def prepare_resume(folder, warn=print):
     else:
       kept = 'it has no files left'
     warn(f'warning: checkpoint {prefix} is damaged: {what}; {kept}')
-  _write_state(folder, list(reversed(intact)))
+  _write_state(folder, list(reversed(intact + rotating)))
   warn(f'warning: resuming from {intact[0]}, the newest intact checkpoint')
   return intact[0]
 
