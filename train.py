@@ -4,7 +4,8 @@ Checkpoints go to --model_dir every --checkpoint_every steps and at the end; run
 same command again resumes from the newest checkpoint that reads back whole (a damaged
 one is moved to MODEL_DIR/damaged/ with a warning). One train.py at a time per
 --model_dir (the lock file MODEL_DIR/train.lock). Ctrl-C (or SIGTERM) saves a checkpoint
-before exiting. A checkpoint that cannot be written (a full disk, a read-only folder)
+before exiting; under --strategy=multi_worker a SIGTERM to any worker stops every worker at
+the same step, after one checkpoint. A checkpoint that cannot be written (a full disk, a read-only folder)
 stops the run with one line naming the folder (exit status 1), keeping the earlier ones. A NaN or Inf loss stops the run, naming the step and the loss, and keeps
 the last good checkpoint. After training the model is evaluated on --eval_split and the
 VOC mAP@0.5 is printed.
@@ -183,6 +184,7 @@ def train(boundaries):
   from faster_rcnn_tf.training import checkpoint_check
   from faster_rcnn_tf.training import checkpoints
   from faster_rcnn_tf.training import optimizer as optimizer_lib
+  from faster_rcnn_tf.training import preemption
   from faster_rcnn_tf.training.trainer import Trainer
 
   keras.utils.set_random_seed(FLAGS.seed)
@@ -204,8 +206,9 @@ def train(boundaries):
       raise UsageError(str(e)) from None
     atexit.register(lock.release)
     _write_run_files(class_names)
-  else:  # Other workers write their (unused) checkpoints to a private folder.
-    FLAGS.model_dir = os.path.join(FLAGS.model_dir, f'.worker_{os.getpid()}')
+  run_folder = FLAGS.model_dir
+  if not chief:  # Other workers restore the chief's checkpoints, save into a private folder.
+    FLAGS.model_dir = preemption.worker_folder(FLAGS.model_dir)
     os.makedirs(FLAGS.model_dir, exist_ok=True)
 
   with strategy.scope():
@@ -219,7 +222,8 @@ def train(boundaries):
     ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
   try:
     keeper = checkpoints.CheckpointKeeper(FLAGS.model_dir, ckpt, FLAGS.keep_checkpoints,
-                                          warn=_warn)
+                                          warn=_warn,
+                                          restore_from=None if chief else run_folder)
   except checkpoint_check.DamagedCheckpointError as e:
     raise UsageError(str(e)) from None
   restored = keeper.restore_latest()
@@ -254,13 +258,14 @@ def train(boundaries):
   def on_signal(signum, frame):
     interrupted.append(signum)
   signal.signal(signal.SIGTERM, on_signal)
+  stopping = preemption.StopAgreement(strategy)  # multi_worker: every worker stops together
 
   step = start
   iterator = iter(dist_dataset)
   run_steps = 0
   last_saved = start if restored else -1
   try:
-    while step < FLAGS.num_steps and not interrupted:
+    while step < FLAGS.num_steps and not stopping.agreed(bool(interrupted)):
       t0 = time.time()
       try:
         batch = next(iterator)
@@ -304,7 +309,7 @@ def train(boundaries):
         return 0
   except KeyboardInterrupt:
     interrupted.append(signal.SIGINT)
-  if interrupted:
+  if interrupted or stopping.stopped:
     if step != last_saved:
       path = keeper.save(step)
       print(f'\nInterrupted at step {step}: saved {path}', flush=True)

@@ -2,9 +2,10 @@
 
 A tiny deterministic run (--deterministic: op determinism, a data order that a resumed run
 skips to the resume step, sampling seeded by the step) checkpoints every step. It is
-killed ten times, each time at a random moment after the run's first new checkpoint of
-that life (within the next step and its checkpoint write), and restarted with the same
-command. The final checkpoint must equal, tensor for tensor and bit for bit, that of an
+killed ten times, and restarted with the same command each time: every other kill at a
+random moment within a checkpoint write (once files of a checkpoint newer than the listed
+one appear, TensorFlow's ckpt-N_temp/ or ckpt-N.*), the others at a random moment within
+the step and save after the life's first new checkpoint. The final checkpoint must equal, tensor for tensor and bit for bit, that of an
 uninterrupted run of the same command.
 """
 
@@ -74,8 +75,14 @@ def test_ten_sigkills_over_checkpoint_writes_then_equal_weights(tmp_path):
       assert time.time() < deadline, 'no checkpoint within 300 s'
       time.sleep(0.005)
     assert proc.poll() is None, (tmp_path / f'life{len(kills)}.log').read_text()[-3000:]
-    # A random moment within the next step and its checkpoint write.
-    time.sleep(rng.uniform(0.0, 0.4))
+    listed = _latest_step(killed)
+    if len(kills) % 2 == 0:  # inside the next checkpoint write, at a random moment
+      while not _writing(killed, listed) and proc.poll() is None:
+        assert time.time() < deadline, 'no checkpoint write within 300 s'
+        time.sleep(0.001)
+      time.sleep(rng.uniform(0.0, 0.02))
+    else:  # anywhere within the next step and its checkpoint write
+      time.sleep(rng.uniform(0.0, 0.4))
     listed = _latest_step(killed)
     writing = _writing(killed, listed)
     proc.send_signal(signal.SIGKILL)
@@ -84,6 +91,7 @@ def test_ten_sigkills_over_checkpoint_writes_then_equal_weights(tmp_path):
     kills.append((listed, writing))
   print('kills (latest listed checkpoint, a newer one being written):', kills)
   assert len({step for step, _ in kills}) >= 5, kills  # spread over the run
+  assert any(writing for _, writing in kills), kills  # some landed inside a write
 
   result = run_helpers.run_script('train.py', *command[2:])
   assert result.returncode == 0, result.stderr[-3000:]

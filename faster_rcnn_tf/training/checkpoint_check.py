@@ -116,6 +116,14 @@ def latest_listed(folder):
   return prefixes[0] if prefixes else None
 
 
+def newest_intact(folder):
+  """The newest checkpoint of `folder` that reads back whole, or None; changes nothing."""
+  for prefix in listed_checkpoints(folder):
+    if problem(prefix) is None:
+      return prefix
+  return None
+
+
 def _intact_older(prefix, folder):
   older = [p for p in listed_checkpoints(folder) if _step(p) < _step(prefix) and p != prefix]
   return [p for p in older if problem(p) is None]

@@ -29,13 +29,17 @@ class CheckpointKeeper:
     checkpoint: a tf.train.Checkpoint holding at least `step` (int64 variable).
     max_to_keep: how many recent checkpoints to keep.
     warn: called with one-line warnings (damaged checkpoints set aside).
+    restore_from: restore the newest intact checkpoint of this folder instead of
+      model_dir's, without changing it (a multi-worker run's other workers restore the
+      chief's checkpoints and save into their own folders).
 
   Raises checkpoint_check.DamagedCheckpointError when model_dir has checkpoints but none
   reads back whole.
   """
 
-  def __init__(self, model_dir, checkpoint, max_to_keep=5, warn=print):
+  def __init__(self, model_dir, checkpoint, max_to_keep=5, warn=print, restore_from=None):
     self.model_dir = model_dir
+    self.restore_from = restore_from
     self.checkpoint = checkpoint
     # Before the managers read the state file: it then lists only intact checkpoints.
     self.resume_path = checkpoint_check.prepare_resume(model_dir, warn=warn,
@@ -48,7 +52,10 @@ class CheckpointKeeper:
 
   def restore_latest(self):
     """Restores the newest intact checkpoint if any; returns its path or None."""
-    path = self.latest.latest_checkpoint
+    if self.restore_from:
+      path = checkpoint_check.newest_intact(self.restore_from)
+    else:
+      path = self.latest.latest_checkpoint
     if path:
       self.checkpoint.restore(path).expect_partial()
     return path
