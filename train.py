@@ -4,11 +4,12 @@ Checkpoints go to --model_dir every --checkpoint_every steps and at the end; run
 same command again resumes from the newest checkpoint that reads back whole (a damaged
 one is moved to MODEL_DIR/damaged/ with a warning). One train.py at a time per
 --model_dir (the lock file MODEL_DIR/train.lock). Ctrl-C (or SIGTERM) saves a checkpoint
-before exiting; under --strategy=multi_worker a SIGTERM to any worker stops every worker at
-the same step, after one checkpoint. A checkpoint that cannot be written (a full disk, a read-only folder)
-stops the run with one line naming the folder (exit status 1), keeping the earlier ones. A NaN or Inf loss stops the run, naming the step and the loss, and keeps
-the last good checkpoint. After training the model is evaluated on --eval_split and the
-VOC mAP@0.5 is printed.
+before exiting; under --strategy=multi_worker a SIGTERM to any worker stops every worker
+at the same step, after one checkpoint. A checkpoint that cannot be written (a full disk,
+a read-only folder) stops the run with one line naming the folder (exit status 1),
+keeping the earlier ones. A NaN or Inf loss stops the run, naming the step and the loss,
+and keeps the last good checkpoint. After training the model is evaluated on
+--eval_split and the VOC mAP@0.5 is printed. See docs/faults.md.
 """
 
 import atexit

@@ -5,13 +5,8 @@ saves one checkpoint there, both exit with status 130; rerunning both commands r
 from it and ends with the weights of an uninterrupted two-worker run (deterministic mode).
 """
 
-import json
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -24,30 +19,11 @@ COMMON = [f'--flagfile={run_helpers.TINY_CFG}', f'--num_steps={STEPS}', '--check
           '--strategy=multi_worker']
 
 
-def _free_ports(n):
-  sockets = [socket.socket() for _ in range(n)]
-  for s in sockets:
-    s.bind(('127.0.0.1', 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 def _start_workers(model_dir, logs):
-  ports = _free_ports(2)
-  workers = []
-  for index in range(2):
-    tf_config = {'cluster': {'worker': [f'127.0.0.1:{p}' for p in ports]},
-                 'task': {'type': 'worker', 'index': index}}
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=run_helpers.ROOT,
-               TF_CONFIG=json.dumps(tf_config))
-    out = open(logs / f'worker{index}.out', 'w')
-    workers.append((subprocess.Popen(
-        [sys.executable, os.path.join(run_helpers.ROOT, 'train.py'), *COMMON,
-         f'--model_dir={model_dir}'], cwd=run_helpers.ROOT, env=env, stdout=out,
-        stderr=subprocess.STDOUT), out))
-  return workers
+  outputs = [open(logs / f'worker{index}.out', 'w') for index in range(2)]
+  workers = run_helpers.start_train_workers([*COMMON, f'--model_dir={model_dir}'],
+                                            outputs=outputs)
+  return list(zip(workers, outputs))
 
 
 def _finish(workers, timeout=400):
