@@ -42,8 +42,7 @@ class CheckpointKeeper:
     self.restore_from = restore_from
     self.checkpoint = checkpoint
     # Before the managers read the state file: it then lists only intact checkpoints.
-    self.resume_path = checkpoint_check.prepare_resume(model_dir, warn=warn,
-                                                       max_to_keep=max_to_keep)
+    checkpoint_check.prepare_resume(model_dir, warn=warn, max_to_keep=max_to_keep)
     self.latest = tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=max_to_keep,
                                              checkpoint_name='ckpt')
     self.best_dir = os.path.join(model_dir, 'best')
