@@ -301,3 +301,20 @@ def test_unreadable_images_and_an_empty_split(tmp_path):
                                   timeout=300)
   _assert_one_error_line(result, 'train.py', voc, "'empty'", status=2)
   assert not (tmp_path / 'run2').exists()
+
+
+def _run_inspect(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=run_helpers.ROOT)
+  return subprocess.run([sys.executable, '-m', 'faster_rcnn_tf.data.inspect', *args],
+                        cwd=run_helpers.ROOT, env=env, capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_inspect_missing_dataset_and_unwritable_output(tmp_path):
+  missing = tmp_path / 'no_such_voc'
+  result = _run_inspect(f'--dataset=voc:{missing}')
+  _assert_one_error_line(result, 'inspect', missing, status=2)
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a folder')
+  result = _run_inspect('--dataset=shapes', '--max_images=2', f'--output_dir={blocker}/out')
+  _assert_one_error_line(result, 'inspect', blocker, status=1)
