@@ -57,8 +57,9 @@ def xla_settings(value):
           'all': [False, 'backbone', True]}[value]
 
 
-def make_trainer(backbone, args, jit_compile, fold_batch_norm=True):
-  """(model, Trainer) under the default strategy, as train.py builds them."""
+def make_trainer(backbone, args, jit_compile, fold_batch_norm=True, **overrides):
+  """(model, Trainer) under the default strategy, as train.py builds them (overrides:
+  further FasterRCNN keywords)."""
   import tensorflow as tf
   from faster_rcnn_tf.training import optimizer as optimizer_lib
   from faster_rcnn_tf.training.trainer import Trainer
@@ -67,7 +68,7 @@ def make_trainer(backbone, args, jit_compile, fold_batch_norm=True):
     model = common.build_model(backbone, args.num_classes, args.seed,
                                freeze_early_layers=bool(args.freeze_early_layers),
                                compile_backbone=jit_compile == 'backbone',
-                               fold_batch_norm=fold_batch_norm)
+                               fold_batch_norm=fold_batch_norm, **overrides)
     opt = optimizer_lib.build_optimizer(args.learning_rate, momentum=0.9)
     if common.precision() == 'mixed_float16':  # loss scaling, as train.py
       import keras

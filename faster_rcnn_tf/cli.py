@@ -11,7 +11,9 @@ printed as one line, `PROG: error: MESSAGE`, and exit with status 1:
   * MemoryError.
 Ctrl-C exits with status 130 and one line. Any other exception is a bug: Python's
 traceback is shown as usual. --traceback shows the traceback for every error.
-Scripts keep reporting their own bad-input errors (exit status 2) themselves.
+Scripts keep reporting their own bad-input errors (exit status 2) themselves; bad flags
+are reported by the flags parser before `main` runs (absl's, or config_flags.parse_argv
+for evaluate.py, export.py and predict.py: one line, exit status 2).
 """
 
 import sys

@@ -8,7 +8,9 @@ from faster_rcnn_tf import inputs
 from faster_rcnn_tf.layers import detection_generator
 from faster_rcnn_tf.layers.detection_generator import DetectionGenerator
 
-METHODS = pytest.mark.parametrize('method', ['kernel', 'batched'])
+# 'tiled' with tiles of 16 RoIs: several tiles per class, the kept buffer compared.
+METHODS = pytest.mark.parametrize('method,tile_size', [
+    ('kernel', 512), ('batched', 512), ('tiled', 512), ('tiled', 16)])
 
 STDS = np.array([0.1, 0.1, 0.2, 0.2])
 
@@ -63,11 +65,11 @@ def _run(layer, cases, sizes):
 
 
 @METHODS
-def test_matches_per_class_reference(method):
+def test_matches_per_class_reference(method, tile_size):
   cases = [_case(0), _case(1)]
   sizes = np.array([[100, 100], [80, 90]], np.int32)
   layer = DetectionGenerator(score_threshold=0.05, nms_iou=0.3, max_detections=40,
-                             nms_method=method)
+                             nms_method=method, nms_tile_size=tile_size)
   out = {k: v.numpy() for k, v in _run(layer, cases, sizes).items()}
   assert out[inputs.DETECTION_BOXES].shape == (2, 40, 4)
   assert out[inputs.DETECTION_CLASSES].dtype == np.int32
@@ -100,12 +102,12 @@ def test_matches_per_class_reference(method):
 
 
 @METHODS
-def test_max_detections_truncates_and_invalid_rois_ignored(method):
+def test_max_detections_truncates_and_invalid_rois_ignored(method, tile_size):
   rois, valid, probs, deltas = _case(2)
   valid[:] = False
   valid[3] = True
   layer = DetectionGenerator(score_threshold=0.0, nms_iou=0.3, max_detections=5,
-                             nms_method=method)
+                             nms_method=method, nms_tile_size=tile_size)
   out = _run(layer, [(rois, valid, probs, deltas)], np.array([[100, 100]]))
   # Only roi 3 is valid: one detection per class whose probability exceeds 0.
   assert out[inputs.NUM_DETECTIONS].numpy()[0] == 3
@@ -117,7 +119,7 @@ def test_max_detections_truncates_and_invalid_rois_ignored(method):
   rois, valid, probs, deltas = _case(3, num_rois=40)
   valid[:] = True
   out = _run(DetectionGenerator(score_threshold=0.0, nms_iou=0.9, max_detections=4,
-                                nms_method=method),
+                                nms_method=method, nms_tile_size=tile_size),
              [(rois, valid, probs, deltas)], np.array([[100, 100]]))
   ref = _reference(rois, valid, probs, deltas, (100, 100), 0.0, 0.9, 4)
   assert out[inputs.NUM_DETECTIONS].numpy()[0] == 4
@@ -126,12 +128,16 @@ def test_max_detections_truncates_and_invalid_rois_ignored(method):
 
 
 @METHODS
-def test_config_round_trip_and_xla(method):
+def test_config_round_trip_and_xla(method, tile_size):
   layer = DetectionGenerator(score_threshold=0.2, nms_iou=0.4, max_detections=7,
-                             box_stds=(0.1, 0.1, 0.2, 0.2), nms_method=method, name='det')
-  clone = DetectionGenerator.from_config(layer.get_config())
-  assert clone.get_config() == layer.get_config()
+                             box_stds=(0.1, 0.1, 0.2, 0.2), nms_method=method,
+                             nms_tile_size=tile_size, name='det')
+  config = layer.get_config()
+  assert (config['nms_method'], config['nms_tile_size']) == (method, tile_size)
+  clone = DetectionGenerator.from_config(config)
+  assert clone.get_config() == config
   assert (clone.score_threshold, clone.nms_iou, clone.max_detections) == (0.2, 0.4, 7)
+  assert (clone.nms_method, clone.nms_tile_size) == (method, tile_size)
   cases = [_case(4), _case(5)]
   sizes = np.array([[100, 100], [64, 100]], np.int32)
   eager = _run(clone, cases, sizes)
@@ -145,9 +151,16 @@ def test_config_round_trip_and_xla(method):
 def test_nms_method_auto_follows_the_visible_devices(monkeypatch):
   monkeypatch.setattr(tf.config, 'list_logical_devices',
                       lambda kind=None: ['gpu0'] if kind == 'GPU' else [])
-  assert detection_generator.resolve_nms_method('auto') == 'batched'
+  assert detection_generator.resolve_nms_method('auto') == 'tiled'
+  monkeypatch.setattr(tf.config, 'list_logical_devices',
+                      lambda kind=None: ['tpu0'] if kind == 'TPU' else [])
+  assert detection_generator.resolve_nms_method('auto') == 'tiled'
   monkeypatch.setattr(tf.config, 'list_logical_devices', lambda kind=None: [])
   assert detection_generator.resolve_nms_method('auto') == 'kernel'
+  seen = []
+  tf.function(lambda: seen.append(detection_generator.resolve_nms_method('auto')) or 0,
+              jit_compile=True)()
+  assert seen == ['tiled']  # under XLA whatever the devices
   assert detection_generator.resolve_nms_method('batched') == 'batched'
   with pytest.raises(ValueError, match='nms_method'):
     DetectionGenerator(nms_method='fast')

@@ -7,6 +7,8 @@ import tensorflow as tf
 
 from faster_rcnn_tf.layers.proposal_layer import ProposalLayer, generate_proposals
 from faster_rcnn_tf.ops import anchors as anchor_ops
+from faster_rcnn_tf.ops import nms
+from tests.step_helpers import graph_op_types
 
 
 def _np_decode(deltas, anchors):
@@ -44,13 +46,15 @@ def _inputs(seed):
   return scores, deltas, anchors, sizes
 
 
+@pytest.mark.parametrize('method', ['kernel', 'tiled'])
 @pytest.mark.parametrize('pre,post,iou,min_size', [(100, 30, 0.7, 4.0), (400, 300, 0.5, 0.0),
                                                    (50, 80, 0.7, 10.0)])
-def test_matches_per_image_reference(pre, post, iou, min_size):
+def test_matches_per_image_reference(pre, post, iou, min_size, method):
   scores, deltas, anchors, sizes = _inputs(0)
+  # Tiles of 32 boxes: several tiles, and for (400, 300) a kept buffer filled past a tile.
   rois, roi_scores, valid = generate_proposals(
       tf.constant(scores), tf.constant(deltas), tf.constant(anchors), tf.constant(sizes),
-      pre, post, iou, min_size)
+      pre, post, iou, min_size, nms_method=method, nms_tile_size=32)
   rois, roi_scores, valid = rois.numpy(), roi_scores.numpy(), valid.numpy()
   assert rois.shape == (2, post, 4) and valid.shape == (2, post)
   counts = []
@@ -78,9 +82,13 @@ def test_matches_per_image_reference(pre, post, iou, min_size):
 def test_layer_train_and_test_numbers_config_and_xla():
   scores, deltas, anchors, sizes = _inputs(1)
   layer = ProposalLayer(train_pre_nms_topk=200, train_post_nms_topk=40, test_pre_nms_topk=60,
-                        test_post_nms_topk=20, nms_iou=0.6, min_size=2.0, name='proposals')
-  clone = ProposalLayer.from_config(layer.get_config())
-  assert clone.get_config() == layer.get_config()
+                        test_post_nms_topk=20, nms_iou=0.6, min_size=2.0, nms_method='tiled',
+                        nms_tile_size=16, name='proposals')
+  config = layer.get_config()
+  assert (config['nms_method'], config['nms_tile_size']) == ('tiled', 16)
+  clone = ProposalLayer.from_config(config)
+  assert clone.get_config() == config
+  assert (clone.nms_method, clone.nms_tile_size) == ('tiled', 16)
   args = [tf.constant(x) for x in (scores, deltas, anchors, sizes)]
   train = clone(*args, training=True)
   test = clone(*args, training=False)
@@ -93,3 +101,40 @@ def test_layer_train_and_test_numbers_config_and_xla():
   jit = tf.function(lambda *a: clone(*a, training=False), jit_compile=True)(*args)
   for got, want in zip(jit, test):
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize('method', ['kernel', 'tiled'])
+def test_unknown_anchor_count_gives_the_same_proposals(method):
+  """With the anchor count unknown when traced (images of any size), the tiled NMS pads
+  to pre_nms_topk boxes that never come out; the proposals are those of known shapes."""
+  scores, deltas, anchors, sizes = _inputs(2)
+  args = [tf.constant(x) for x in (scores, deltas, anchors, sizes)]
+  known = generate_proposals(*args, 300, 50, 0.7, 2.0, nms_method=method, nms_tile_size=64)
+  fn = tf.function(lambda s, d, a, z: generate_proposals(s, d, a, z, 300, 50, 0.7, 2.0,
+                                                         nms_method=method,
+                                                         nms_tile_size=64),
+                   input_signature=[tf.TensorSpec([None, None]),
+                                    tf.TensorSpec([None, None, 4]),
+                                    tf.TensorSpec([None, 4]), tf.TensorSpec([None, 2], tf.int32)])
+  unknown = fn(*args)
+  assert unknown[0].shape[1] == 50
+  for got, want in zip(unknown, known):
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+  assert known[2].numpy().sum() > 20
+
+
+def test_layer_refuses_an_unknown_nms_method():
+  with pytest.raises(ValueError, match='nms_method'):
+    ProposalLayer(nms_method='fast')
+
+
+def test_auto_takes_the_tiled_form_for_many_proposals_on_a_cpu(monkeypatch):
+  monkeypatch.setattr(tf.config, 'list_logical_devices', lambda kind=None: [])
+  args = [tf.constant(x) for x in _inputs(3)]
+
+  def kernel_used(post):
+    fn = tf.function(lambda *a: generate_proposals(*a, 400, post, 0.7, 0.0))
+    return 'NonMaxSuppressionV4' in graph_op_types(fn.get_concrete_function(*args))
+
+  assert kernel_used(nms.CPU_TILED_FROM - 1)
+  assert not kernel_used(nms.CPU_TILED_FROM)

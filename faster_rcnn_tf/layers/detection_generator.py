@@ -2,6 +2,7 @@
 at most M detections per image, padded outputs plus a count. R (RoIs per image) must be
 static."""
 
+import keras
 import tensorflow as tf
 
 from faster_rcnn_tf import inputs
@@ -10,38 +11,21 @@ from faster_rcnn_tf.ops import box_ops
 from faster_rcnn_tf.ops import nms
 
 
-NMS_METHODS = ('auto', 'batched', 'kernel')
-
-
-def _kernel_nms(boxes, scores, max_output_size, iou_threshold, score_threshold):
-  """`nms.batched_nms`'s contract through TF's NonMaxSuppressionV4 kernel, one set after
-  the other (tf.map_fn): boxes [S, N, 4], scores [S, N] -> indices [S, M], num [S]."""
-  def one_set(args):
-    set_boxes, set_scores = args
-    idx, n = tf.raw_ops.NonMaxSuppressionV4(
-        boxes=set_boxes, scores=set_scores, max_output_size=max_output_size,
-        iou_threshold=iou_threshold, score_threshold=score_threshold,
-        pad_to_max_output_size=True)
-    return tf.where(tf.range(max_output_size) < n, idx, 0), n
-  return tf.map_fn(one_set, (boxes, scores),
-                   fn_output_signature=(tf.TensorSpec([max_output_size], tf.int32),
-                                        tf.TensorSpec([], tf.int32)))
+NMS_METHODS = nms.METHODS
 
 
 def resolve_nms_method(method):
-  """'auto' -> 'batched' when TensorFlow sees a GPU (where one kernel call per set costs
-  more than the work), else 'kernel' (on CPUs TF's kernel does less arithmetic than the
-  all-pairs IoU of the batched form: MobileNetV2 inference ran 0.89x as fast batched on
-  2 cores, `bench/bench_inference.py --nms_methods=kernel,batched`)."""
-  if method not in NMS_METHODS:
-    raise ValueError(f'nms_method: unknown method {method!r}; choose from {NMS_METHODS}')
-  if method == 'auto':
-    return 'batched' if tf.config.list_logical_devices('GPU') else 'kernel'
-  return method
+  """`ops.nms.resolve_method`: 'auto' -> 'tiled' under XLA or when TensorFlow sees a GPU
+  or TPU (where one kernel call per set costs more than the work, and XLA lowers the
+  kernel to a slow loop), else 'kernel' (on CPUs TF's kernel does less arithmetic than
+  the all-pairs IoU of the plain-ops form; `bench/bench_inference.py
+  --nms_methods=kernel,batched` compares them, docs/performance.md has the figures)."""
+  return nms.resolve_method(method)
 
 
-def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold, method):
-  """NMS of each class of each image (B * K sets, by `method`: 'batched' or 'kernel'),
+def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold, method,
+                   tile_size=nms.TILE_SIZE):
+  """NMS of each class of each image (B * K sets, by `method`, an `ops.nms` method),
   then the top `max_detections` of each image over all classes.
 
   boxes float32 [B, R, K, 4] (R static), scores float32 [B, R, K] -> boxes [B, M, 4],
@@ -51,8 +35,8 @@ def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold
   m = max_detections
   class_boxes = tf.reshape(tf.transpose(boxes, [0, 2, 1, 3]), [-1, num_rois, 4])
   class_scores = tf.reshape(tf.transpose(scores, [0, 2, 1]), [-1, num_rois])
-  nms_fn = nms.batched_nms if method == 'batched' else _kernel_nms
-  idx, n = nms_fn(class_boxes, class_scores, m, iou_threshold, score_threshold)
+  idx, n = nms.non_max_suppression(class_boxes, class_scores, m, iou_threshold,
+                                   score_threshold, method=method, tile_size=tile_size)
   kept = tf.range(m)[tf.newaxis] < n[:, tf.newaxis]
   kept_scores = tf.where(kept, tf.gather(class_scores, idx, batch_dims=1), -1.0)  # [B*K, M]
   flat_scores = tf.reshape(kept_scores, [num_images, num_classes * m])
@@ -66,6 +50,7 @@ def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold
           tf.where(keep, top_class + 1, 0), tf.reduce_sum(tf.cast(keep, tf.int32), axis=1))
 
 
+@keras.saving.register_keras_serializable(package='faster_rcnn_tf')
 class DetectionGenerator(BoxGeometryLayer):
   """Turns head outputs into final detections.
 
@@ -76,14 +61,16 @@ class DetectionGenerator(BoxGeometryLayer):
     detection_scores [B, M], detection_classes int32 [B, M], num_detections int32 [B].
     Detections are sorted by score; padding entries are zero.
 
-  nms_method: how the B * K per-class NMS problems run: 'kernel' (TF's
-    NonMaxSuppressionV4, one problem after another), 'batched' (`nms.batched_nms`, all at
-    once in plain ops) or 'auto' (decided when traced: 'batched' if a GPU is visible).
-    Same detections either way.
+  nms_method: how the B * K per-class NMS problems run (`ops.nms`): 'kernel' (TF's
+    NonMaxSuppressionV4, one problem after another), 'tiled' (all at once in plain ops;
+    with R <= the tile size, one tile: the same as 'batched') or 'auto' (decided when
+    traced: 'tiled' under XLA or if a GPU / TPU is visible). Same detections either way.
+  nms_tile_size: boxes per tile of 'tiled'.
   """
 
   def __init__(self, score_threshold=0.05, nms_iou=0.3, max_detections=100,
-               box_stds=box_ops.HEAD_BOX_STDS, nms_method='auto', **kwargs):
+               box_stds=box_ops.HEAD_BOX_STDS, nms_method='auto',
+               nms_tile_size=nms.TILE_SIZE, **kwargs):
     super().__init__(**kwargs)
     self.score_threshold = score_threshold
     self.nms_iou = nms_iou
@@ -91,6 +78,7 @@ class DetectionGenerator(BoxGeometryLayer):
     self.box_stds = tuple(box_stds)
     resolve_nms_method(nms_method)  # validates
     self.nms_method = nms_method
+    self.nms_tile_size = int(nms_tile_size)
 
   def call(self, rois, roi_valid, class_probs, box_deltas, image_sizes):
     num_images, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
@@ -105,7 +93,7 @@ class DetectionGenerator(BoxGeometryLayer):
     scores = tf.where(roi_valid[..., tf.newaxis], probs[:, :, 1:], 0.0)
     det_boxes, det_scores, det_classes, count = _per_class_nms(
         boxes, scores, self.max_detections, self.nms_iou, self.score_threshold,
-        resolve_nms_method(self.nms_method))
+        resolve_nms_method(self.nms_method), self.nms_tile_size)
     return {inputs.DETECTION_BOXES: det_boxes, inputs.DETECTION_SCORES: det_scores,
             inputs.DETECTION_CLASSES: det_classes, inputs.NUM_DETECTIONS: count}
 
@@ -113,5 +101,5 @@ class DetectionGenerator(BoxGeometryLayer):
     config = super().get_config()
     config.update(score_threshold=self.score_threshold, nms_iou=self.nms_iou,
                   max_detections=self.max_detections, box_stds=self.box_stds,
-                  nms_method=self.nms_method)
+                  nms_method=self.nms_method, nms_tile_size=self.nms_tile_size)
     return config

@@ -34,7 +34,9 @@ def random_keys(shape, seed=None, image_offset=0):
                                        maxval=1 << _KEY_BITS, dtype=tf.int32)
     return tf.cast(bits, tf.float32) * scale
 
-  return tf.map_fn(row, positions, fn_output_signature=tf.TensorSpec([None], tf.float32))
+  static = tf.get_static_value(shape)  # keeps a static N static (XLA, TPUs)
+  width = None if static is None or static[1] is None else int(static[1])
+  return tf.map_fn(row, positions, fn_output_signature=tf.TensorSpec([width], tf.float32))
 
 
 def select_random(mask, max_count, count, keys):
