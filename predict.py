@@ -106,7 +106,8 @@ def make_client(source):
                                                        FLAGS.checkpoint)
     except run_dir.RunDirError as e:
       raise UsageError(str(e))
-    module = export_module.DetectionModule(model, class_names, FLAGS.min_size,
+    module = export_module.DetectionModule(model, class_names,
+                                           config_flags.test_min_size(FLAGS),
                                            FLAGS.max_size)
     return client.ModuleClient(module, f'checkpoint {path}')
   if source == 'server':

@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from faster_rcnn_tf import config_flags
+from faster_rcnn_tf.data import anchor_fit
 from faster_rcnn_tf.training import distribute
 
 FLAGS = flags.FLAGS
@@ -81,7 +82,11 @@ def _validate():
     raise UsageError(f'--lr_decay_steps must be integers, got {FLAGS.lr_decay_steps}')
   try:
     config_flags.check_dataset_path(FLAGS.dataset)
-    [float(v) for v in FLAGS.anchor_scales + FLAGS.anchor_ratios]
+    for name in ('anchor_scales', 'anchor_ratios'):
+      try:
+        anchor_fit.parse_auto(FLAGS[name].value)
+      except ValueError as e:
+        raise ValueError(f'--{name}: {e}')
     config_flags.resolve_precision(FLAGS)
   except ValueError as e:
     raise UsageError(str(e))
@@ -108,6 +113,29 @@ def _load_sources():
   return train, evals
 
 
+def _fit_anchors(train_source):
+  """Replaces --anchor_scales / --anchor_ratios 'auto' by values fitted to the training
+  split's boxes (`data.anchor_fit`), so flags.cfg records what the model uses."""
+  if not any(anchor_fit.parse_auto(FLAGS[n].value) for n in ('anchor_scales',
+                                                             'anchor_ratios')):
+    return
+  t0 = time.time()
+  resized = anchor_fit.resized_boxes(train_source, config_flags.train_min_sizes(FLAGS),
+                                     FLAGS.max_size, FLAGS.skip_difficult)
+  try:
+    scales, ratios, report = anchor_fit.resolve_auto(
+        resized, FLAGS.anchor_base_size, anchor_fit.feature_stride(FLAGS.backbone),
+        FLAGS.anchor_scales, FLAGS.anchor_ratios, seed=FLAGS.seed)
+  except ValueError as e:
+    raise UsageError(f'--anchor_scales / --anchor_ratios auto: {e}')
+  FLAGS.anchor_scales = [f'{v:g}' for v in scales]
+  FLAGS.anchor_ratios = [f'{v:g}' for v in ratios]
+  print(f'Anchors fitted to {FLAGS.train_split} ({time.time() - t0:.0f} s): scales '
+        f'{",".join(FLAGS.anchor_scales)} ratios {",".join(FLAGS.anchor_ratios)}; recall '
+        f'at IoU 0.5 / 0.7: {report["recall_grid"]["0.5"]:.3f} / '
+        f'{report["recall_grid"]["0.7"]:.3f}', flush=True)
+
+
 def _write_run_files(class_names):
   from faster_rcnn_tf.fileio import atomic_write_text
   os.makedirs(FLAGS.model_dir, exist_ok=True)
@@ -130,7 +158,8 @@ def evaluate_model(model, source, step, writer=None):
   """
   from faster_rcnn_tf.evaluation import run_model
   value, results, run = run_model.voc07_map(
-      model, source, batch_size=FLAGS.eval_batch_size, min_size=FLAGS.min_size,
+      model, source, batch_size=FLAGS.eval_batch_size,
+      min_size=config_flags.test_min_size(FLAGS),
       max_size=FLAGS.max_size, max_images=FLAGS.max_eval_images)
   for name, ap in zip(source.class_names, results['ap']):
     print(f'  AP@0.5 {name:>20s}: {ap:.4f}')
@@ -165,6 +194,7 @@ def _image_summaries(writer, samples, class_names, step):
 def train(boundaries):
   train_source, eval_source = _load_sources()
   class_names = train_source.class_names
+  _fit_anchors(train_source)
   distribute.split_cpu(FLAGS.cpu_devices)
   import keras
   import numpy as np
