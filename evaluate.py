@@ -206,7 +206,7 @@ def _model_run(source, checkpoint_path, keep_images):
   checkpoint_loading.restore_model(model, checkpoint_path, source.class_names)
   return run_model.run_on_split(
       tf.function(model.detect), source, batch_size=FLAGS.eval_batch_size,
-      min_size=config_flags.test_min_size(FLAGS), max_size=FLAGS.max_size,
+      min_size=config_flags.inference_min_size(FLAGS), max_size=FLAGS.max_size,
       max_images=FLAGS.max_eval_images,
       keep_images=keep_images)
 

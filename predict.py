@@ -107,7 +107,7 @@ def make_client(source):
     except run_dir.RunDirError as e:
       raise UsageError(str(e))
     module = export_module.DetectionModule(model, class_names,
-                                           config_flags.test_min_size(FLAGS),
+                                           config_flags.inference_min_size(FLAGS),
                                            FLAGS.max_size)
     return client.ModuleClient(module, f'checkpoint {path}')
   if source == 'server':

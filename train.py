@@ -159,7 +159,7 @@ def evaluate_model(model, source, step, writer=None):
   from faster_rcnn_tf.evaluation import run_model
   value, results, run = run_model.voc07_map(
       model, source, batch_size=FLAGS.eval_batch_size,
-      min_size=config_flags.test_min_size(FLAGS),
+      min_size=config_flags.inference_min_size(FLAGS),
       max_size=FLAGS.max_size, max_images=FLAGS.max_eval_images)
   for name, ap in zip(source.class_names, results['ap']):
     print(f'  AP@0.5 {name:>20s}: {ap:.4f}')

@@ -99,7 +99,7 @@ def train_min_sizes(f):
   return train_min_sizes_of(f.min_size)
 
 
-def test_min_size(f):
+def inference_min_size(f):
   """The one shorter side for evaluation, export and prediction: --test_min_size, or the
   largest --min_size (the reference implementations train multi-scale and test at the
   largest scale)."""

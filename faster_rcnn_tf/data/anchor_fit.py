@@ -18,8 +18,9 @@ boxes and each ratio their geometric mean height / width; repeated until nothing
 It starts from a free k-means with IoU distance (k = scales x ratios shapes, `kmeans_iou`)
 factored into scales and ratios, and from the boxes' size and ratio quantiles; each result
 is also refined towards recall (`refine_for_recall`: k-means maximizes the mean IoU, not the
-fraction of boxes above 0.5 and 0.7); the candidate with the best grid recall wins. `choose_anchors` keeps the configured anchors whenever
-the fit does not reach their recall at both thresholds.
+fraction of boxes above 0.5 and 0.7); the candidate with the best grid recall wins.
+`choose_anchors` keeps the configured anchors whenever the fit does not reach their recall
+at both thresholds.
 """
 
 import numpy as np
@@ -297,7 +298,8 @@ def refine_for_recall(shapes, base_size, scales, ratios, fit_scales=True, fit_ra
   Returns:
     (scales, ratios) float64 arrays, sorted.
   """
-  values = {'s': list(np.asarray(scales, np.float64)), 'r': list(np.asarray(ratios, np.float64))}
+  values = {'s': list(np.asarray(scales, np.float64)),
+            'r': list(np.asarray(ratios, np.float64))}
   names = [k for k, free in (('s', fit_scales), ('r', fit_ratios)) if free]
   current = _centred_objective(shapes, base_size, values['s'], values['r'])
   for _ in range(rounds):

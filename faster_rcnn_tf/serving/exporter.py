@@ -93,7 +93,7 @@ def export_saved_model(model_dir, export_base, flag_values, checkpoint=None, ver
   except run_dir.RunDirError as e:
     raise ExportError(str(e))
   module = export_module.DetectionModule(
-      model, class_names, config_flags.test_min_size(flag_values), flag_values.max_size,
+      model, class_names, config_flags.inference_min_size(flag_values), flag_values.max_size,
       max_image_pixels=max_image_pixels)
   info = {
       'model_dir': os.path.abspath(model_dir),
@@ -101,7 +101,7 @@ def export_saved_model(model_dir, export_base, flag_values, checkpoint=None, ver
       'version': number,
       'class_names': class_names,
       'backbone': flag_values.backbone,
-      'min_size': config_flags.test_min_size(flag_values),
+      'min_size': config_flags.inference_min_size(flag_values),
       'max_size': flag_values.max_size,
       'score_threshold': flag_values.score_threshold,
       'max_detections': flag_values.max_detections,
