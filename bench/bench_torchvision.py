@@ -1,4 +1,4 @@
-"""torchvision's Faster R-CNN on this machine: the yardstick of issue 7, measured in
+"""torchvision's Faster R-CNN on this machine: the yardstick for speed, measured in
 the same way as bench_inference / bench_train_step (needs torch and torchvision, which
 requirements files do not install: `pip install torch torchvision`).
 

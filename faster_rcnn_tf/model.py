@@ -22,6 +22,7 @@ import tensorflow as tf
 from faster_rcnn_tf import backbones
 from faster_rcnn_tf import batch_norm_folding
 from faster_rcnn_tf import batch_splitting
+from faster_rcnn_tf import config
 from faster_rcnn_tf import inputs
 from faster_rcnn_tf.layers.anchor_targets import AnchorTargets
 from faster_rcnn_tf.layers.detection_generator import DetectionGenerator
@@ -84,7 +85,8 @@ class FasterRCNN(keras.Model):
                train_pre_nms_topk=12000, train_post_nms_topk=2000, test_pre_nms_topk=6000,
                test_post_nms_topk=300, proposal_nms_iou=0.7, proposal_min_size=0.0,
                roi_num_samples=128, roi_fg_fraction=0.25, roi_fg_iou=0.5,
-               roi_bg_iou_hi=0.5, roi_bg_iou_lo=0.0, rpn_sigma=3.0, head_sigma=1.0,
+               roi_bg_iou_hi=0.5, roi_bg_iou_lo=config.ROI_BG_IOU_LO, rpn_sigma=3.0,
+               head_sigma=1.0,
                score_threshold=0.05, detection_nms_iou=0.3, max_detections=100,
                detection_nms_method='auto', compile_backbone=False,
                inference_splits='auto', **kwargs):

@@ -268,15 +268,14 @@ def test_bad_detections_file_leaves_an_existing_output_folder_alone(runs):
 
 
 def test_checkpoint_flag_forms(tiny_model_dir):
-  from faster_rcnn_tf.evaluation import checkpoint_loading
-  from faster_rcnn_tf.evaluation.errors import EvaluationError
+  from faster_rcnn_tf import runs as runs_lib
   latest = os.path.join(tiny_model_dir, 'ckpt-6')
-  assert checkpoint_loading.find_checkpoint(tiny_model_dir) == latest
-  assert checkpoint_loading.find_checkpoint(None, tiny_model_dir) == latest
-  assert checkpoint_loading.find_checkpoint(tiny_model_dir, 'ckpt-3') == os.path.join(
+  assert runs_lib.resolve_checkpoint(tiny_model_dir) == latest
+  assert runs_lib.resolve_checkpoint(None, tiny_model_dir) == latest
+  assert runs_lib.resolve_checkpoint(tiny_model_dir, 'ckpt-3') == os.path.join(
       tiny_model_dir, 'ckpt-3')
-  assert checkpoint_loading.checkpoint_step(os.path.join(tiny_model_dir, 'ckpt-3')) == 3
-  with pytest.raises(EvaluationError, match='--checkpoint=ckpt-9: no such checkpoint'):
-    checkpoint_loading.find_checkpoint(tiny_model_dir, 'ckpt-9')
-  with pytest.raises(EvaluationError, match='--model_dir=/no/such/run: no such folder'):
-    checkpoint_loading.find_checkpoint('/no/such/run')
+  assert runs_lib.checkpoint_step(os.path.join(tiny_model_dir, 'ckpt-3')) == 3
+  with pytest.raises(runs_lib.RunError, match='checkpoint=ckpt-9: not a checkpoint'):
+    runs_lib.resolve_checkpoint(tiny_model_dir, 'ckpt-9')
+  with pytest.raises(runs_lib.RunError, match='/no/such/run: no such folder'):
+    runs_lib.resolve_checkpoint('/no/such/run')

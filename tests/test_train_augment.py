@@ -1,6 +1,6 @@
 """train.py with multi-scale training, augmentation and anchors fitted to the data
 (--anchor_scales=auto): the run trains, evaluates at one size and records the chosen
-anchors in its flags.cfg; inspect reports the anchor recall."""
+anchors in its run_config.json (and flags.cfg); inspect reports the anchor recall."""
 
 import json
 import os
@@ -38,7 +38,15 @@ def test_multi_scale_augmented_auto_anchor_run(tmp_path):
   assert len(values['anchor_ratios'].split(',')) == 2
   assert all(float(v) > 0 for v in values['anchor_scales'].split(','))
   assert 'VOC07 mAP@0.5 on shapes test' in result.stdout
-  # evaluate.py rebuilds the model from the run's flags.cfg (numeric anchors) at one size.
+  with open(model_dir / 'run_config.json') as f:
+    saved = json.load(f)
+  assert saved['model']['anchor_scales'] == [float(v) for v in match.group(1).split(',')]
+  assert saved['model']['anchor_ratios'] == [float(v) for v in match.group(2).split(',')]
+  assert saved['data']['min_size'] == [48, 56, 64] and saved['data']['test_min_size'] == 0
+  assert saved['data']['scale_jitter'] == [0.8, 1.25]
+  assert (saved['data']['brightness'], saved['data']['hue']) == (0.1, 0.05)
+  # evaluate.py rebuilds the model from the run's run_config.json (numeric anchors) at
+  # one size.
   ev = run_helpers.run_script('evaluate.py', f'--model_dir={model_dir}', '--metric=voc07',
                               '--max_eval_images=4', f'--output_dir={tmp_path / "eval"}')
   assert ev.returncode == 0, ev.stderr

@@ -25,30 +25,11 @@ at both thresholds.
 
 import numpy as np
 
+from faster_rcnn_tf.config import parse_auto_anchors as parse_auto
 from faster_rcnn_tf.data import records as R
 from faster_rcnn_tf.ops import anchors as anchor_ops
 
 THRESHOLDS = (0.5, 0.7)
-AUTO = 'auto'
-
-
-def parse_auto(values, default_count=3):
-  """None for a list of numbers; the count N for ['auto'] (default_count) or ['auto:N'].
-
-  Raises ValueError for anything else.
-  """
-  if len(values) == 1 and str(values[0]).startswith(AUTO):
-    _, _, count = str(values[0]).partition(':')
-    if not count:
-      return default_count
-    if not count.isdigit() or int(count) < 1:
-      raise ValueError(f"expected 'auto', 'auto:N' (N >= 1) or numbers, got {values[0]!r}")
-    return int(count)
-  try:
-    [float(v) for v in values]
-  except ValueError:
-    raise ValueError(f"expected 'auto', 'auto:N' or numbers, got {','.join(values)}")
-  return None
 
 
 def feature_stride(backbone):

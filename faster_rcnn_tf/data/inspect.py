@@ -33,6 +33,7 @@ from absl import app
 from absl import flags
 from PIL import Image
 
+from faster_rcnn_tf import config as config_lib
 from faster_rcnn_tf import config_flags
 from faster_rcnn_tf import visualize
 from faster_rcnn_tf.data import anchor_fit
@@ -111,7 +112,7 @@ def run(dataset, split='train', output_dir='.', classes=None, data_dir=None, see
                              collect=images,
                              skip_difficult=bool(anchors and anchors['skip_difficult']))
   if anchors:
-    sizes = config_flags.train_min_sizes_of(anchors['min_size'])
+    sizes = config_lib.min_sizes_of(anchors['min_size'])
     resized = anchor_fit.resize_all(images, sizes, anchors['max_size'])
     summary['anchors'] = dict(
         min_sizes=list(sizes), max_size=anchors['max_size'],
@@ -152,14 +153,9 @@ def define_flags():
 
 def parse_flags(argv):
   """absl parsing where flags inside --flagfile files that inspect lacks are ignored (a
-  training config names many); on the command line itself they are errors."""
-  from faster_rcnn_tf.evaluation import flag_sources
-  try:
-    return [argv[0]] + flag_sources.parse(flags.FLAGS, argv, run_flag_names=(),
-                                          checkpoint_flag=None).positional
-  except flags.Error as e:
-    sys.stderr.write(f'inspect: error: {e}\n')
-    sys.exit(2)
+  training config names many); on the command line itself they are errors (one line,
+  exit status 2)."""
+  return config_flags.parse_argv(flags.FLAGS, argv, 'inspect')
 
 
 def main(argv):

@@ -31,8 +31,8 @@ def _kernel_nms(boxes, scores, max_output_size, iou_threshold, score_threshold):
 def resolve_nms_method(method):
   """'auto' -> 'batched' when TensorFlow sees a GPU (where one kernel call per set costs
   more than the work), else 'kernel' (on CPUs TF's kernel does less arithmetic than the
-  all-pairs IoU of the batched form: MobileNetV2 inference ran 0.89x as fast batched on
-  2 cores, `bench/bench_inference.py --nms_methods=kernel,batched`)."""
+  all-pairs IoU of the batched form; `bench/bench_inference.py --nms_methods=kernel,batched`
+  compares them, docs/performance.md has the figures)."""
   if method not in NMS_METHODS:
     raise ValueError(f'nms_method: unknown method {method!r}; choose from {NMS_METHODS}')
   if method == 'auto':
