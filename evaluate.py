@@ -47,8 +47,10 @@ everything has been computed, all at once (nothing is written on an error):
     detections.json     the detections in COCO results format
     pr_curves/*.png     one precision-recall curve per class (VOC matching at IoU 0.5)
     samples/*.png       --num_sample_images images with ground truth and predictions
-Bad input (flags, files, a checkpoint that does not fit the model) prints one line naming
-it and exits with status 2. The console shows progress and results; --verbosity=0 brings
+Bad input (flags, files, a checkpoint that does not fit the model or does not read back
+whole) prints one line naming it and exits with status 2; a folder that cannot be written
+(a full disk) exits with status 1, also in one line (--traceback shows Python's
+traceback). The console shows progress and results; --verbosity=0 brings
 back TensorFlow's log lines.
 """
 
@@ -59,10 +61,10 @@ from faster_rcnn_tf import console
 
 console.quiet_start()
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from faster_rcnn_tf import config as config_lib  # noqa: E402
+from faster_rcnn_tf import cli  # noqa: E402
 from faster_rcnn_tf import config_flags  # noqa: E402
 from faster_rcnn_tf import runs  # noqa: E402
 from faster_rcnn_tf.evaluation.errors import EvaluationError  # noqa: E402
@@ -219,7 +221,7 @@ def _model_run(config, source, keep_images):
         f'{config.data.eval_split}', flush=True)
   run = run_model.run_on_split(
       tf.function(model.detect), source, batch_size=config.train.eval_batch_size,
-      min_size=config.data.min_size, max_size=config.data.max_size,
+      min_size=config.data.inference_min_size, max_size=config.data.max_size,
       max_images=FLAGS.max_eval_images, keep_images=keep_images)
   return run, path, step
 
@@ -333,4 +335,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(lambda argv: sys.exit(main(argv)), flags_parser=_flags_parser)
+  cli.run_main(main, PROG, flags_parser=_flags_parser)

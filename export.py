@@ -25,8 +25,9 @@ Other formats (one file each, see docs/deploy.md):
   --format=onnx [--tflite_size=...]
       EXPORT_DIR/faster_rcnn_HxW.onnx: the same graph through tf2onnx, for ONNX Runtime
 
-Exit status: 0 exported, 2 bad flags / run folder / checkpoint / version / a conversion
-that failed (nothing written).
+Exit status: 0 exported, 2 bad flags / run folder / checkpoint (also a damaged one) / version
+/ a conversion that failed (nothing written), 1 the export folder cannot be written (one
+line; nothing left behind).
 """
 
 import os
@@ -36,10 +37,10 @@ from faster_rcnn_tf import console
 
 console.quiet_start()
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from faster_rcnn_tf import config as config_lib  # noqa: E402
+from faster_rcnn_tf import cli  # noqa: E402
 from faster_rcnn_tf import config_flags  # noqa: E402
 from faster_rcnn_tf import runs  # noqa: E402
 from faster_rcnn_tf.serving import preprocess  # noqa: E402
@@ -124,5 +125,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(lambda argv: sys.exit(main(argv)),
-          flags_parser=lambda argv: config_flags.parse_argv(FLAGS, argv, PROG))
+  cli.run_main(main, PROG,
+               flags_parser=lambda argv: config_flags.parse_argv(FLAGS, argv, PROG))

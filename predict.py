@@ -30,11 +30,11 @@ from faster_rcnn_tf import console
 
 console.quiet_start()
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from faster_rcnn_tf import config as config_lib  # noqa: E402
+from faster_rcnn_tf import cli  # noqa: E402
 from faster_rcnn_tf import config_flags  # noqa: E402
 from faster_rcnn_tf import runs  # noqa: E402
 
@@ -161,5 +161,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(lambda argv: sys.exit(main(argv)),
-          flags_parser=lambda argv: config_flags.parse_argv(FLAGS, argv, PROG))
+  cli.run_main(main, PROG,
+               flags_parser=lambda argv: config_flags.parse_argv(FLAGS, argv, PROG))

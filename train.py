@@ -2,10 +2,15 @@
 
 Checkpoints go to --model_dir every --checkpoint_every steps and at the end, beside the
 run's configuration (run_config.json; flags.cfg holds the same settings as flags, for
-people to read); running the same command again resumes from the latest checkpoint.
-Ctrl-C (or SIGTERM) saves a checkpoint before exiting. A NaN or Inf loss stops the run,
+people to read); running the same command again resumes from the newest checkpoint
+that reads back whole (a damaged one is moved to MODEL_DIR/damaged/ with a warning). One
+train.py at a time per --model_dir (the lock file MODEL_DIR/train.lock). Ctrl-C (or
+SIGTERM) saves a checkpoint before exiting; under --strategy=multi_worker a SIGTERM to
+any worker stops every worker at the same step, after one checkpoint. A checkpoint that
+cannot be written (a full disk, a read-only folder) stops the run with one line naming
+the folder (exit status 1), keeping the earlier ones. A NaN or Inf loss stops the run,
 naming the step and the loss, and keeps the last good checkpoint. After training the
-model is evaluated on --eval_split and the VOC mAP@0.5 is printed.
+model is evaluated on --eval_split and the VOC mAP@0.5 is printed. See docs/faults.md.
 
 The console shows progress and results only; --verbosity=0 (absl's flag) brings back
 TensorFlow's own log lines. The work is done by faster_rcnn_tf.training.run.train on
@@ -18,9 +23,9 @@ from faster_rcnn_tf import console
 
 console.quiet_start()
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from faster_rcnn_tf import cli  # noqa: E402
 from faster_rcnn_tf import config as config_lib  # noqa: E402
 from faster_rcnn_tf import config_flags  # noqa: E402
 
@@ -45,4 +50,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run_main(main, 'train.py')

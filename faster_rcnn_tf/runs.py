@@ -137,20 +137,32 @@ def read_run_config(model_dir: str) -> config_lib.RunConfig:
 # ---- checkpoints ----
 
 def resolve_checkpoint(model_dir: Optional[str], checkpoint: Optional[str] = None) -> str:
-  """The checkpoint prefix to restore.
+  """The checkpoint prefix to restore, checked to read back whole.
 
   Args:
     model_dir: the run folder (or None when `checkpoint` is a full path).
     checkpoint: None (the latest in model_dir), a folder (its latest, e.g. RUN/best) or
       a prefix (RUN/ckpt-6); a relative one is also looked for inside model_dir.
   Returns:
-    str prefix (PREFIX.index exists). Raises RunError.
+    str prefix (PREFIX.index exists). Raises RunError, also naming the files and the
+    intact older checkpoints when the checkpoint is damaged
+    (training/checkpoint_check.py).
   """
-  import tensorflow as tf
+  from faster_rcnn_tf.training import checkpoint_check
+  path = _find_checkpoint(model_dir, checkpoint)
+  try:
+    return checkpoint_check.require_intact(path)
+  except checkpoint_check.DamagedCheckpointError as e:
+    raise RunError(str(e)) from None
+
+
+def _find_checkpoint(model_dir, checkpoint):
+  import glob
+  from faster_rcnn_tf.training import checkpoint_check
   if not checkpoint:
     if not model_dir or not os.path.isdir(model_dir):
       raise RunError(f'{model_dir}: no such folder')
-    path = tf.train.latest_checkpoint(model_dir)
+    path = checkpoint_check.latest_listed(model_dir)
     if not path:
       raise RunError(f'{model_dir}: no checkpoint in the folder (train.py writes '
                      '"checkpoint" and ckpt-N files there)')
@@ -160,13 +172,13 @@ def resolve_checkpoint(model_dir: Optional[str], checkpoint: Optional[str] = Non
     candidates.append(os.path.join(model_dir, checkpoint))
   for candidate in candidates:
     if os.path.isdir(candidate):
-      path = tf.train.latest_checkpoint(candidate)
+      path = checkpoint_check.latest_listed(candidate)
       if path:
         return path
       raise RunError(f'checkpoint={checkpoint}: no checkpoint in folder {candidate} (no '
                      '"checkpoint" state file naming a ckpt-N)')
-    if os.path.isfile(candidate + '.index'):
-      return candidate
+    if os.path.isfile(candidate + '.index') or glob.glob(glob.escape(candidate) + '.data-*'):
+      return candidate  # data files alone: a damaged checkpoint, said by the caller
   also = f', also looked in {model_dir}' if model_dir else ''
   raise RunError(f'checkpoint={checkpoint}: not a checkpoint (no {checkpoint}.index{also}; '
                  'e.g. RUN_FOLDER/ckpt-1000 or RUN_FOLDER/best)')
@@ -321,7 +333,8 @@ class LoadedModel:
     through `detector()` only.
   config: the RunConfig (kind 'run'), else None.
   class_names: the K class names; class id i (1..K) is class_names[i - 1].
-  min_size, max_size: the resizing the model was trained with.
+  min_size, max_size: the resizing for inference (min_size: the run's test size, one int
+    even when it trained at several; `config.DataConfig.inference_min_size`).
   checkpoint, step: the restored checkpoint prefix and its training step (kind 'run').
   export_info: export.py's export_info.json (kind 'saved_model'), else None.
   """
@@ -421,7 +434,7 @@ def load_model(path: str, checkpoint: Optional[str] = None,
         f'class_{i}' for i in range(1, model.num_classes + 1)]
     defaults = config_lib.DataConfig()
     return LoadedModel('keras', path, model, None, list(names),
-                       getattr(model, 'min_size', defaults.min_size),
+                       getattr(model, 'min_size', defaults.inference_min_size),
                        getattr(model, 'max_size', defaults.max_size))
   if kind == 'saved_model':
     if checkpoint:
@@ -448,5 +461,5 @@ def load_model(path: str, checkpoint: Optional[str] = None,
   model = build_model(config)
   restore_checkpoint(model, ckpt, run_config, config.class_names)
   return LoadedModel('run', run, model, config, list(config.class_names),
-                     config.data.min_size, config.data.max_size, checkpoint=ckpt,
+                     config.data.inference_min_size, config.data.max_size, checkpoint=ckpt,
                      step=checkpoint_step(ckpt))

@@ -5,11 +5,14 @@ convention (`ops.box_ops`): [ymin, xmin, ymax, xmax] float continuous pixels; th
 is drawn on the pixels just inside the box (the rectangle of pixels the box covers).
 """
 
+import io
 import math
 import zlib
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from faster_rcnn_tf import fileio
 
 _PALETTE = (
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -98,5 +101,13 @@ def save_grid(images, path, columns=None, gap=4):
     r, c = divmod(k, columns)
     y, x = r * (cell_h + gap), c * (cell_w + gap)
     grid[y:y + im.shape[0], x:x + im.shape[1]] = im[:, :, :3]
-  Image.fromarray(grid).save(path)
+  return save_png(grid, path)
+
+
+def save_png(image, path):
+  """Writes uint8 [H, W, 3] `image` to `path` as a PNG, all or nothing (temporary file and
+  rename: a full disk leaves no half-written picture); returns path."""
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format='PNG')
+  fileio.atomic_write_bytes(path, buffer.getvalue())
   return path

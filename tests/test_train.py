@@ -1,10 +1,8 @@
 """train.py as a user runs it: bad configs, kill-and-resume, distributed agreement."""
 
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +29,11 @@ def _losses_by_step(stdout):
     (['--num_steps=-3'], 'num_steps'),
     (['--mixed_precision', '--precision=mixed_bfloat16'], 'mixed_bfloat16'),
     (['--inference_splits=0'], "--inference_splits=0: expected 'auto' or a positive"),
+    (['--min_size=0'], '--min_size=0'),
+    (['--min_size=64,abc'], '--min_size=64,abc'),
+    (['--anchor_scales=auto:x'], '--anchor_scales'),
+    (['--scale_jitter=2,1'], '--scale_jitter'),
+    (['--hue=0.9'], '--hue'),
 ])
 def test_bad_config_names_the_problem_and_writes_nothing(tmp_path, args, expected):
   model_dir = tmp_path / 'run'
@@ -93,12 +96,6 @@ def test_sigkill_then_resume_reproduces_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def test_mirrored_and_multi_worker_losses_match_one_device(tmp_path):
   # A large weight decay: it is added per replica, and must not count twice on two.
   common = [f'--flagfile={run_helpers.TINY_CFG}', '--num_steps=2', '--final_eval=false',
@@ -111,18 +108,9 @@ def test_mirrored_and_multi_worker_losses_match_one_device(tmp_path):
   assert mirrored.returncode == 0, mirrored.stderr
   assert '2 replicas' in mirrored.stdout
 
-  ports = [_free_port(), _free_port()]
-  workers = []
-  for index in range(2):
-    tf_config = {'cluster': {'worker': [f'127.0.0.1:{p}' for p in ports]},
-                 'task': {'type': 'worker', 'index': index}}
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=run_helpers.ROOT,
-               TF_CONFIG=json.dumps(tf_config))
-    workers.append(subprocess.Popen(
-        [sys.executable, os.path.join(run_helpers.ROOT, 'train.py'), *common,
-         f'--model_dir={tmp_path / "mw"}', '--strategy=multi_worker'],
-        cwd=run_helpers.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True))
+  workers = run_helpers.start_train_workers(
+      [*common, f'--model_dir={tmp_path / "mw"}', '--strategy=multi_worker'],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   outputs = [w.communicate(timeout=400) for w in workers]
   for w, (out, err) in zip(workers, outputs):
     assert w.returncode == 0, err[-3000:]

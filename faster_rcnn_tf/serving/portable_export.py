@@ -5,7 +5,8 @@ Writes into EXPORT_DIR (created if needed):
   faster_rcnn_HxW.onnx           (--format=onnx)
 and beside it the same name with .json: the export info (class names, sizes, thresholds,
 input and outputs), which is also stored inside the model file (TFLite metadata / ONNX
-metadata_props). An existing file is never overwritten; a failed conversion writes nothing.
+metadata_props). An existing file is never overwritten; a failed conversion or write
+leaves nothing (a folder that cannot be written raises `fileio.FolderWriteError`).
 
 H x W is the letterbox size (`portable.letterbox`; the model input canvas is it rounded up
 to a multiple of 32).
@@ -99,6 +100,10 @@ def export_run(fmt, source, export_dir, checkpoint=None, config=None,
   detector = portable.LetterboxDetector(loaded.model, loaded.class_names, size)
   info = export_info(detector, fmt, quantization, loaded.checkpoint or loaded.path)
   data = convert_detector(detector, fmt, info, quantization)
-  fileio.atomic_write_bytes(path, data)
-  fileio.atomic_write_text(os.path.splitext(path)[0] + '.json', json.dumps(info, indent=1))
+  fileio.atomic_write_bytes(path, data)  # FolderWriteError: nothing written
+  try:
+    fileio.atomic_write_text(os.path.splitext(path)[0] + '.json', json.dumps(info, indent=1))
+  except BaseException:
+    os.remove(path)  # no model file without its side file
+    raise
   return path, info

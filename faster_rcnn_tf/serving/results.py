@@ -133,7 +133,7 @@ def predict_files(files, detector, output_dir, batch_size=8, min_score=0.5, draw
                             sent.index(i))
       if draw:
         path = os.path.join(output_dir, names[i])
-        Image.fromarray(annotate(pixels, record, min_score)).save(path)
+        visualize.save_png(annotate(pixels, record, min_score), path)
         record['annotated'] = path
       records.append(record)
   return records

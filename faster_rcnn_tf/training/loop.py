@@ -11,7 +11,12 @@ runs it in-process; train.py builds the arguments from a `config.RunConfig`
     `checkpoints.CheckpointKeeper`; Ctrl-C or SIGTERM saves one before returning;
   * every `eval_every` steps calls `evaluate(step)`, which returns a metric (higher is
     better) or None; the best checkpoint so far goes to the keeper's best/;
-  * stops at the first step with a NaN or Inf loss, keeping the last good checkpoint.
+  * stops at the first step with a NaN or Inf loss, keeping the last good checkpoint;
+  * under a multi-worker strategy asks every worker at the head of each step whether any
+    was told to stop (`stop_agreement`, training/preemption.py), so all of them stop at
+    the same step and save one checkpoint there;
+  * raises `NoBatchError` when the dataset ends (every image was skipped: unreadable,
+    no boxes).
 """
 
 import dataclasses
@@ -33,6 +38,10 @@ NONFINITE = 'nonfinite'      # a NaN / Inf loss; the last good checkpoint kept
 
 _SHORT = {'rpn_class_loss': 'rpn_cls', 'rpn_box_loss': 'rpn_box',
           'head_class_loss': 'cls', 'head_box_loss': 'box', 'total_loss': 'total'}
+
+
+class NoBatchError(ValueError):
+  """The training dataset ended (it repeats: every image was skipped)."""
 
 
 def _print(text):
@@ -63,6 +72,12 @@ class LoopResult:
   message: str = ''
 
 
+def _stop_asked(stop_agreement, interrupted):
+  if stop_agreement is None:
+    return bool(interrupted)
+  return stop_agreement.agreed(bool(interrupted))
+
+
 def train_loop(model, optimizer, strategy: tf.distribute.Strategy, dataset: tf.data.Dataset,
                num_steps: int, *, keeper=None, checkpoint_every: int = 1000,
                resumed_from: Optional[int] = None,
@@ -72,7 +87,7 @@ def train_loop(model, optimizer, strategy: tf.distribute.Strategy, dataset: tf.d
                jit_compile: bool = False, learning_rate_fn=None, log_every: int = 10,
                summary_writer=None, summary_every: int = 50, batch_size: int = 1,
                stop_after_steps: int = 0, print_fn: Callable[[str], None] = _print,
-               handle_sigterm: bool = True) -> LoopResult:
+               handle_sigterm: bool = True, stop_agreement=None) -> LoopResult:
   """Trains `model` from the optimizer's current step to `num_steps`.
 
   Args:
@@ -100,6 +115,8 @@ def train_loop(model, optimizer, strategy: tf.distribute.Strategy, dataset: tf.d
     stop_after_steps: return STOPPED after this many steps of this call (0: off).
     print_fn: where progress and messages go.
     handle_sigterm: turn SIGTERM into an interruption (from the main thread only).
+    stop_agreement: a `preemption.StopAgreement` (every worker of a multi-worker run
+      must pass one), or None: only this process's own interruption counts.
   Returns:
     `LoopResult`.
   """
@@ -121,9 +138,13 @@ def train_loop(model, optimizer, strategy: tf.distribute.Strategy, dataset: tf.d
   run_steps = 0
   try:
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    while step < num_steps and not interrupted:
+    while step < num_steps and not _stop_asked(stop_agreement, interrupted):
       t0 = time.time()
-      losses = {k: float(v) for k, v in trainer.step(next(iterator)).items()}
+      try:
+        batch = next(iterator)
+      except StopIteration:  # the pipeline repeats: only an empty dataset ends
+        raise NoBatchError(f'the training dataset ended at step {step}') from None
+      losses = {k: float(v) for k, v in trainer.step(batch).items()}
       step += 1
       run_steps += 1
       history.append((step, losses))
@@ -166,7 +187,7 @@ def train_loop(model, optimizer, strategy: tf.distribute.Strategy, dataset: tf.d
   finally:
     if previous_handler is not None:
       signal.signal(signal.SIGTERM, previous_handler)
-  if interrupted:
+  if interrupted or (stop_agreement is not None and stop_agreement.stopped):
     status = INTERRUPTED
     message = f'interrupted at step {step}'
     if keeper is not None and step != last_saved:

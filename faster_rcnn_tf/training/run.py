@@ -1,13 +1,22 @@
 """A whole training run from a `config.RunConfig`: what train.py does after its flags.
 
-`train(config)` reads the data, builds the strategy, model and optimizer, writes the run
-folder's run_config.json (and a human-readable flags.cfg when given), resumes from the
-latest checkpoint, runs `loop.train_loop`, and evaluates at the end. Bad settings raise
-`config.ConfigError` (one line naming the setting) before anything is written.
+`train(config)` reads the data, fits 'auto' anchors to the training split
+(`fit_anchors`), builds the strategy, model and optimizer, writes the run folder's
+run_config.json (and a human-readable flags.cfg when given), resumes from the newest
+checkpoint that reads back whole, runs `loop.train_loop`, and evaluates at the end.
+Bad settings raise `config.ConfigError` (one line naming the setting) before anything
+is written; so do a run folder another live train.py holds (its lock file
+train.lock, training/run_lock.py) and a folder whose checkpoints are all damaged
+(training/checkpoint_check.py). A checkpoint that cannot be written raises
+fileio.FolderWriteError (an OSError: train.py reports it in one line, exit status 1).
 """
 
+import dataclasses
 import json
 import os
+import re
+import sys
+import time
 from typing import Optional
 
 from faster_rcnn_tf import config as config_lib
@@ -19,6 +28,10 @@ EXIT_OK, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 3, 130
 
 def _print(text):
   print(text, flush=True)
+
+
+def _warn(line):
+  print(f'train.py: {line}', file=sys.stderr, flush=True)
 
 
 def validate(config: config_lib.RunConfig):
@@ -59,6 +72,47 @@ def load_sources(config: config_lib.RunConfig):
   return train, evals
 
 
+def fit_anchors(config: config_lib.RunConfig, train_source, print_fn=_print):
+  """The configuration with anchor_scales / anchor_ratios 'auto[:N]' replaced by values
+  fitted to the training split's boxes at the training sizes (`data.anchor_fit`), so
+  the run's run_config.json records what the model uses; unchanged without 'auto'."""
+  m, d = config.model, config.data
+  if not m.auto_anchors:
+    return config
+  from faster_rcnn_tf.data import anchor_fit
+  t0 = time.time()
+  resized = anchor_fit.resized_boxes(train_source, d.train_min_sizes, d.max_size,
+                                     d.skip_difficult)
+  try:
+    scales, ratios, report = anchor_fit.resolve_auto(
+        resized, m.anchor_base_size, anchor_fit.feature_stride(m.backbone),
+        [str(v) for v in m.anchor_scales], [str(v) for v in m.anchor_ratios],
+        seed=config.train.seed)
+  except ValueError as e:
+    raise config_lib.ConfigError(f'--anchor_scales / --anchor_ratios auto: {e}') from None
+  # Six significant digits: run_config.json and flags.cfg hold the same numbers.
+  model = dataclasses.replace(m, anchor_scales=tuple(float(f'{v:g}') for v in scales),
+                              anchor_ratios=tuple(float(f'{v:g}') for v in ratios))
+  print_fn(f'Anchors fitted to {d.train_split} ({time.time() - t0:.0f} s): scales '
+           f'{_joined(model.anchor_scales)} ratios {_joined(model.anchor_ratios)}; recall '
+           f'at IoU 0.5 / 0.7: {report["recall_grid"]["0.5"]:.3f} / '
+           f'{report["recall_grid"]["0.7"]:.3f}')
+  return config.replace(model=model)
+
+
+def _joined(values):
+  return ','.join(f'{v:g}' for v in values)
+
+
+def _with_anchors(flags_text, model: config_lib.ModelConfig):
+  """flags.cfg text with its --anchor_scales / --anchor_ratios lines set to the model's
+  (fitted) values."""
+  for name in ('anchor_scales', 'anchor_ratios'):
+    flags_text = re.sub(rf'^--{name}=.*$', f'--{name}={_joined(getattr(model, name))}',
+                        flags_text, flags=re.M)
+  return flags_text
+
+
 def evaluate_model(model, source, config: config_lib.RunConfig, step, writer=None,
                    print_fn=_print):
   """VOC07 mAP@0.5 of `model` on `source`; prints the per-class table.
@@ -69,7 +123,7 @@ def evaluate_model(model, source, config: config_lib.RunConfig, step, writer=Non
   from faster_rcnn_tf.evaluation import run_model
   value, results, run = run_model.voc07_map(
       model, source, batch_size=config.train.eval_batch_size,
-      min_size=config.data.min_size, max_size=config.data.max_size,
+      min_size=config.data.inference_min_size, max_size=config.data.max_size,
       max_images=config.train.max_eval_images)
   for name, ap in zip(source.class_names, results['ap']):
     print_fn(f'  AP@0.5 {name:>20s}: {ap:.4f}')
@@ -111,20 +165,18 @@ def train(config: config_lib.RunConfig, flags_text: Optional[str] = None,
       flags), or None.
   Returns:
     EXIT_OK, EXIT_NONFINITE (a NaN / Inf loss) or EXIT_INTERRUPTED. Raises ConfigError.
+    The chief holds the run folder's lock (train.lock) until it returns.
   """
   validate(config)
   train_source, eval_source = load_sources(config)
   config = config.replace(class_names=tuple(train_source.class_names))
+  fitted = config.model.auto_anchors
+  config = fit_anchors(config, train_source, print_fn)
   t = config.train
   distribute.split_cpu(t.cpu_devices)
   import keras
   import tensorflow as tf
-  from faster_rcnn_tf import runs
-  from faster_rcnn_tf.data import pipeline
-  from faster_rcnn_tf.fileio import atomic_write_text
-  from faster_rcnn_tf.training import checkpoints
-  from faster_rcnn_tf.training import loop
-  from faster_rcnn_tf.training import optimizer as optimizer_lib
+  from faster_rcnn_tf.training import run_lock
 
   keras.utils.set_random_seed(t.seed)
   if t.deterministic:
@@ -138,14 +190,44 @@ def train(config: config_lib.RunConfig, flags_text: Optional[str] = None,
     raise config_lib.ConfigError(f'--batch_size={t.batch_size} is not divisible by the '
                                  f'{replicas} replicas of --strategy={t.strategy}')
   print_fn(f'Strategy {t.strategy}: {replicas} replicas, global batch {t.batch_size}')
+  lock = None
+  if distribute.is_chief():
+    try:
+      lock = run_lock.RunLock(t.model_dir, warn=_warn).acquire()
+    except run_lock.RunLockedError as e:
+      raise config_lib.ConfigError(str(e)) from None
+  try:
+    return _train_in_folder(config, strategy, train_source, eval_source, flags_text,
+                            print_fn)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_in_folder(config, strategy, train_source, eval_source, flags_text, print_fn):
+  """`train` after the strategy is made and the run folder locked."""
+  t = config.train
+  import keras
+  import tensorflow as tf
+  from faster_rcnn_tf import runs
+  from faster_rcnn_tf.data import pipeline
+  from faster_rcnn_tf.fileio import atomic_write_text
+  from faster_rcnn_tf.training import checkpoint_check
+  from faster_rcnn_tf.training import checkpoints
+  from faster_rcnn_tf.training import loop
+  from faster_rcnn_tf.training import optimizer as optimizer_lib
+  from faster_rcnn_tf.training import preemption
+
   model_dir = t.model_dir
   chief = distribute.is_chief()
   if chief:
     runs.write_run_config(model_dir, config)
     if flags_text is not None:
+      if fitted:
+        flags_text = _with_anchors(flags_text, config.model)
       atomic_write_text(os.path.join(model_dir, runs.FLAGS_FILE), flags_text)
-  else:  # Other workers write their (unused) checkpoints to a private folder.
-    model_dir = os.path.join(model_dir, f'.worker_{os.getpid()}')
+  else:  # Other workers restore the chief's checkpoints, save into a private folder.
+    model_dir = preemption.worker_folder(t.model_dir)
     os.makedirs(model_dir, exist_ok=True)
 
   precision = config.execution.precision
@@ -158,7 +240,11 @@ def train(config: config_lib.RunConfig, flags_text: Optional[str] = None,
       opt = keras.optimizers.LossScaleOptimizer(opt)
     opt.build(model.trainable_variables)
     ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
-  keeper = checkpoints.CheckpointKeeper(model_dir, ckpt, t.keep_checkpoints)
+  try:
+    keeper = checkpoints.CheckpointKeeper(model_dir, ckpt, t.keep_checkpoints, warn=_warn,
+                                          restore_from=None if chief else t.model_dir)
+  except checkpoint_check.DamagedCheckpointError as e:
+    raise config_lib.ConfigError(str(e)) from None
   restored = keeper.restore_latest()
   start = int(opt.iterations.numpy())
   if restored:
@@ -185,14 +271,21 @@ def train(config: config_lib.RunConfig, flags_text: Optional[str] = None,
       return None
     return evaluate_model(model, eval_source, config, step, writer, print_fn)
 
-  result = loop.train_loop(
-      model, opt, strategy, dataset, t.num_steps, keeper=keeper,
-      checkpoint_every=t.checkpoint_every, resumed_from=start if restored else None,
-      evaluate=evaluate, eval_every=t.eval_every, seed=t.seed,
-      weight_decay=t.weight_decay, bias_lr_multiplier=2.0 if t.double_bias_lr else 1.0,
-      jit_compile=t.jit_compile, learning_rate_fn=schedule, log_every=t.log_every,
-      summary_writer=writer, summary_every=t.summary_every, batch_size=t.batch_size,
-      stop_after_steps=t.stop_after_steps, print_fn=print_fn)
+  try:
+    result = loop.train_loop(
+        model, opt, strategy, dataset, t.num_steps, keeper=keeper,
+        checkpoint_every=t.checkpoint_every, resumed_from=start if restored else None,
+        evaluate=evaluate, eval_every=t.eval_every, seed=t.seed,
+        weight_decay=t.weight_decay, bias_lr_multiplier=2.0 if t.double_bias_lr else 1.0,
+        jit_compile=t.jit_compile, learning_rate_fn=schedule, log_every=t.log_every,
+        summary_writer=writer, summary_every=t.summary_every, batch_size=t.batch_size,
+        stop_after_steps=t.stop_after_steps, print_fn=print_fn,
+        stop_agreement=preemption.StopAgreement(strategy))
+  except loop.NoBatchError:  # every image was skipped (unreadable, no boxes, ...)
+    raise config_lib.ConfigError(
+        f'--dataset={config.data.dataset}: split {config.data.train_split!r} gave no '
+        'training batch: every image was skipped (see the data problems logged above)'
+    ) from None
   if result.status == loop.NONFINITE:
     return EXIT_NONFINITE
   if result.status == loop.INTERRUPTED:
