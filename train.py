@@ -243,7 +243,12 @@ def train(boundaries):
   try:
     while step < FLAGS.num_steps and not interrupted:
       t0 = time.time()
-      losses = trainer.step(next(iterator))
+      try:
+        batch = next(iterator)
+      except (StopIteration, tf.errors.OutOfRangeError):  # the repeated split is empty
+        from faster_rcnn_tf.data import problems as problems_lib
+        raise UsageError(problems_lib.nothing_loaded_message(train_source)) from None
+      losses = trainer.step(batch)
       losses = {k: float(v) for k, v in losses.items()}
       step += 1
       run_steps += 1

@@ -20,12 +20,18 @@ def _floats(name, default, help_text):
 
 def define_data_flags():
   flags.DEFINE_string('dataset', 'shapes',
-                      "Dataset spec: 'shapes' (built-in), 'voc:DIR', "
-                      "'coco:ANNOTATIONS.json[:IMAGES_DIR]' or 'tfds:NAME'.")
+                      "Dataset spec: 'shapes' (built-in), 'voc:DIR' (also LabelImg), "
+                      "'yolo:DIR', 'tfrecord:GLOB', 'coco:ANNOTATIONS.json[:IMAGES_DIR]' "
+                      "or 'tfds:NAME'.")
   flags.DEFINE_string('train_split', 'train', 'Split to train on.')
   flags.DEFINE_string('eval_split', 'test', 'Split to evaluate on.')
   flags.DEFINE_string('data_dir', None, 'tensorflow-datasets data folder (tfds: datasets).')
   flags.DEFINE_list('classes', None, 'Class names (VOC folders: default from annotations).')
+  flags.DEFINE_float('val_fraction', 0.1, "Data without split files (folders without "
+                     "them, tfrecord:): share of images in split 'val'; 'train' has the "
+                     "rest, chosen by a hash of each image name.")
+  flags.DEFINE_string('label_map', None, 'tfrecord: datasets: a label_map.pbtxt naming the '
+                      'classes (default: the class texts in the records).')
   flags.DEFINE_integer('min_size', 600, 'Resize so the shorter side is this many pixels...')
   flags.DEFINE_integer('max_size', 1000, '...and the longer side at most this many.')
   flags.DEFINE_integer('max_boxes', 100, 'Ground-truth boxes kept per image (padding size).')
@@ -141,7 +147,8 @@ def model_kwargs(f, num_classes):
 
 def source_kwargs(f):
   """Keyword arguments for `data.registry.get_source` from parsed flags."""
-  return dict(classes=f.classes, data_dir=f.data_dir,
+  return dict(classes=f.classes, data_dir=f.data_dir, val_fraction=f.val_fraction,
+              label_map=f.label_map or None,
               shapes_options=dict(image_size=f.shapes_image_size,
                                   train_images=f.shapes_train_images,
                                   test_images=f.shapes_test_images))
@@ -155,8 +162,8 @@ def pipeline_kwargs(f):
 def check_dataset_path(spec):
   """Raises ValueError naming --dataset when a folder or file it points at is missing."""
   kind, _, rest = spec.partition(':')
-  if kind == 'voc' and not os.path.isdir(rest):
-    raise ValueError(f'--dataset={spec}: VOC folder {rest!r} does not exist')
+  if kind in ('voc', 'yolo') and not os.path.isdir(rest):
+    raise ValueError(f'--dataset={spec}: {kind.upper()} folder {rest!r} does not exist')
   if kind == 'coco':
     ann = rest.split(':')[0]
     if not os.path.isfile(ann):

@@ -11,6 +11,7 @@ permutation each epoch, deterministically. Flips are drawn with a stateless RNG 
 (shuffle_seed, position in the stream), so a run is reproducible.
 """
 
+import sys
 import time
 
 import numpy as np
@@ -92,9 +93,13 @@ def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, m
     image_id = record[R.IMAGE_ID]
 
     def warn():
-      with tf.control_dependencies([tf.numpy_function(
-          lambda i, n: _report_truncation(source, i, n, max_boxes),
-          [image_id, num], tf.int32)]):
+      if getattr(source, 'reports_in_graph', False):  # no Python callback in its graph
+        report = tf.print('too_many_boxes: image_id', image_id, ':', num,
+                          'boxes, only the first', max_boxes, 'kept', output_stream=sys.stderr)
+      else:
+        report = tf.numpy_function(lambda i, n: _report_truncation(source, i, n, max_boxes),
+                                   [image_id, num], tf.int32)
+      with tf.control_dependencies([report]):
         return tf.identity(num)
 
     num = tf.cond(num > max_boxes, warn, lambda: num)

@@ -5,7 +5,8 @@ record (see `records.py`), or returns None when that image has to be skipped (th
 reported in `source.problems`). On top of `load`:
 
   * `records()`   a Python generator of numpy records in source order (decoding in a few
-                  threads), skipped images left out;
+                  threads), skipped images left out (`indexed_records()`: with each
+                  image's candidate index);
   * `as_dataset(shuffle_seed=None)`  the same as a `tf.data.Dataset` of records
                   (`RECORD_SIGNATURE`), decoding with a parallel map; with a seed, the order
                   is a seeded permutation that changes each time the dataset is iterated
@@ -69,24 +70,30 @@ class Source:
 
   def records(self):
     """Yields the numpy records in source order, skipping images that cannot be loaded."""
+    for _, record in self.indexed_records():
+      yield record
+
+  def indexed_records(self):
+    """Yields (candidate index, record) in source order, skipping images not loaded."""
     n = len(self)
     threads = max(1, int(self.decode_threads))
     if threads == 1:
       for i in range(n):
         record = self.load(i)
         if record is not None:
-          yield record
+          yield i, record
       return
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
       pending = collections.deque()
       next_index = 0
       while next_index < n or pending:
         while next_index < n and len(pending) < 2 * threads:
-          pending.append(pool.submit(self.load, next_index))
+          pending.append((next_index, pool.submit(self.load, next_index)))
           next_index += 1
-        record = pending.popleft().result()
+        index, future = pending.popleft()
+        record = future.result()
         if record is not None:
-          yield record
+          yield index, record
 
   def _load_flat(self, index):
     record = self.load(int(index))
