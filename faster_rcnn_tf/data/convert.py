@@ -68,8 +68,7 @@ def encoded_image(record, path=None):
     stored = _STORED_FORMATS.get(decode.sniff_format(data or b''))
     if stored is not None:
       try:
-        decoded = tf.io.decode_image(data, channels=3, dtype=tf.uint8,
-                                     expand_animations=False).numpy()
+        decoded = tfrecord.decode_tf(tf.constant(data)).numpy()
       except tf.errors.OpError:
         decoded = None
       if decoded is not None and decoded.shape == image.shape and np.array_equal(

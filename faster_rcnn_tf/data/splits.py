@@ -6,9 +6,10 @@ image by image: an image is in 'val' when
 
     tf.strings.to_hash_bucket_fast(key, HASH_BUCKETS) < round(val_fraction * HASH_BUCKETS)
 
-and in 'train' otherwise. `key` is a string naming the image within the data (its file
-name without extension, relative to the image folder; each source documents it). The rule
-depends on nothing but the key, so:
+and in 'train' otherwise. 'test' is another name of 'val' (the held-out images), so the
+usual train / test pair of flags works on such data too. `key` is a string naming the
+image within the data (its file name without extension, relative to the image folder;
+each source documents it). The rule depends on nothing but the key, so:
   * two runs (any machine: the hash is TensorFlow's stable 64-bit fingerprint) agree;
   * adding images never moves an existing image to the other side;
   * Python (folder sources, here) and tf.data graphs (`tfrecord:`) give the same answer.
@@ -21,8 +22,8 @@ import tensorflow as tf
 
 HASH_BUCKETS = 1_000_000
 DEFAULT_VAL_FRACTION = 0.1
-#: the splits a split-less source has.
-SPLITLESS_SPLITS = ('all', 'train', 'val')
+#: the splits a split-less source has ('test' is 'val').
+SPLITLESS_SPLITS = ('all', 'train', 'val', 'test')
 
 
 def check_val_fraction(val_fraction):
@@ -45,13 +46,22 @@ def is_val(keys, val_fraction=DEFAULT_VAL_FRACTION):
   return buckets.numpy() < _threshold(val_fraction)
 
 
+def in_split_tf(key, split, val_fraction=DEFAULT_VAL_FRACTION):
+  """bool tensor: whether images of string keys `key` belong to `split` (TF ops)."""
+  if split == 'all':
+    return tf.ones_like(key, tf.bool) if key.shape.rank else tf.constant(True)
+  val = is_val_tf(key, val_fraction)
+  return val if split in ('val', 'test') else tf.logical_not(val)
+
+
 def is_val_tf(key, val_fraction=DEFAULT_VAL_FRACTION):
   """The same rule in TF ops: bool tensor of a string tensor's shape."""
   return tf.strings.to_hash_bucket_fast(key, HASH_BUCKETS) < _threshold(val_fraction)
 
 
 def select(keys, split, val_fraction=DEFAULT_VAL_FRACTION):
-  """Indices (into `keys`) of the images of `split` ('all', 'train' or 'val'), in order.
+  """Indices (into `keys`) of the images of `split` ('all', 'train', 'val' or 'test' (the
+  same as 'val')), in order.
 
   Raises:
     ValueError: another split name.
@@ -61,9 +71,9 @@ def select(keys, split, val_fraction=DEFAULT_VAL_FRACTION):
   if split not in SPLITLESS_SPLITS:
     raise ValueError(f'split {split!r}: data without split files has the splits '
                      f'{list(SPLITLESS_SPLITS)} (train / val by a hash of each image, '
-                     f'--val_fraction)')
+                     f'--val_fraction; test is val)')
   val = is_val(keys, val_fraction)
-  want = split == 'val'
+  want = split in ('val', 'test')
   return [i for i, v in enumerate(val) if bool(v) == want]
 
 

@@ -22,9 +22,9 @@ class_names are the sorted set of `class/text` values over the files, category_i
 and objects are classified by text. `classes` restricts and orders them; objects of other
 classes are dropped ('unknown_class').
 
-Splits: the files of the glob are split 'all'; 'train' and 'val' follow the hash rule of
-data without split files (`splits.py`, `val_fraction`) on each record's key (file name
-without extension, or the source_id when there is no file name).
+Splits: the files of the glob are split 'all'; 'train' and 'val' (or 'test') follow the
+hash rule of data without split files (`splits.py`, `val_fraction`) on each record's key
+(file name without extension, or the source_id when there is no file name).
 
 `as_dataset` runs in TensorFlow ops only (parse, decode, box cleaning; no Python callback),
 so tf.data service can run it remotely, and it starts from the file list, so under
@@ -113,6 +113,21 @@ def image_id_of(source_id):
                   tf.strings.to_hash_bucket_fast(source_id, _ID_HASH_BUCKETS))
 
 
+def decode_tf(encoded):
+  """uint8 [H, W, 3] RGB of encoded image bytes, in TF ops.
+
+  JPEGs are decoded with the accurate integer DCT, which gives Pillow's pixels (the folder
+  sources' decoder; TensorFlow's default fast DCT differs by a few levels), so a converted
+  dataset trains on the pixels its folder did. Other formats via `tf.io.decode_image`.
+  """
+  image = tf.cond(
+      tf.io.is_jpeg(encoded),
+      lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method='INTEGER_ACCURATE'),
+      lambda: tf.io.decode_image(encoded, channels=3, dtype=tf.uint8,
+                                 expand_animations=False))
+  return tf.ensure_shape(image, [None, None, 3])
+
+
 def _fit(values, n, dtype):
   """values [M] padded with zeros / cut to [n] (optional per-object features)."""
   values = tf.cast(values, dtype)
@@ -125,7 +140,7 @@ class TfRecordSource(Source):
 
   Args:
     pattern: file glob (or a single file; several globs separated by ',').
-    split: 'all', 'train' or 'val'.
+    split: 'all', 'train' or 'val' ('test').
     classes: optional class names (restrict and order).
     name: the spec string.
     label_map: optional label_map.pbtxt path.
@@ -142,8 +157,8 @@ class TfRecordSource(Source):
       raise FileNotFoundError(f'no TFRecord file matches {pattern!r}')
     if split not in splits.SPLITLESS_SPLITS:
       raise ValueError(f'split {split!r}: the files of a tfrecord: dataset are split '
-                       f"'all'; 'train' / 'val' are chosen by a hash of each image's file "
-                       f'name (--val_fraction)')
+                       f"'all'; 'train' / 'val' ('test') are chosen by a hash of each image's "
+                       f'file name (--val_fraction)')
     splits.check_val_fraction(val_fraction)
     self.files = files
     self.pattern = pattern
@@ -189,10 +204,7 @@ class TfRecordSource(Source):
     return ds
 
   def _in_split(self, key):
-    if self.split == 'all':
-      return tf.constant(True)
-    val = splits.is_val_tf(key, self.val_fraction)
-    return val if self.split == 'val' else tf.logical_not(val)
+    return splits.in_split_tf(key, self.split, self.val_fraction)
 
   def _parse(self, serialized):
     """Parsed features of one record, classified (TF ops)."""
@@ -273,9 +285,7 @@ class TfRecordSource(Source):
 
   def _decode(self, p):
     """Record of parsed features, boxes cleaned as `records.clean_boxes` does (TF ops)."""
-    image = tf.io.decode_image(p['encoded'], channels=3, dtype=tf.uint8,
-                               expand_animations=False)
-    image = tf.ensure_shape(image, [None, None, 3])
+    image = decode_tf(p['encoded'])
     size = tf.shape(image)[:2]
     hw = tf.cast(tf.tile(size, [2]), tf.float32)
     boxes = p['boxes_normalized'] * hw
@@ -312,8 +322,7 @@ class TfRecordSource(Source):
 
   def _python_record(self, p, filename):
     try:
-      image = tf.io.decode_image(p['encoded'], channels=3, dtype=tf.uint8,
-                                 expand_animations=False).numpy()
+      image = decode_tf(tf.constant(p['encoded'])).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
       self.problems.report('unreadable_image', filename,
                            f'{e.message.splitlines()[0]}; skipped')

@@ -12,7 +12,8 @@ image_id (evaluation relies on this): the 0-based index of the image's line amon
 non-blank lines of ImageSets/Main/<split>.txt. Images skipped for problems keep their index,
 so ids never shift. Special split 'all': every annotation XML sorted by file name,
 image_id = index in that sorted list. A folder without split files (no ImageSets/Main/*.txt,
-or the LabelImg layout) has the splits 'all', 'train' and 'val': train / val are chosen by
+or the LabelImg layout) has the splits 'all', 'train' and 'val' (also called 'test'):
+train / val are chosen by
 a hash of each id (`splits.py`, `val_fraction`), image_id = the index in the 'all' list, and
 a line on stderr says so.
 

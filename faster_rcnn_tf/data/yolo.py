@@ -15,8 +15,10 @@ objects of other classes are dropped ('unknown_class'); a class index beyond the
 'unknown_class' too.
 
 Splits: DIR/images/<split>/ when it exists (the common `images/train`, `images/val`
-layout): the split is that folder. Otherwise the folder has the splits 'all', 'train',
-'val', train / val chosen by a hash of each image's key (`splits.py`, `val_fraction`).
+layout): the split is that folder (and when DIR/images/ has such split folders, a split
+without one is an error). Otherwise the folder has the splits 'all', 'train', 'val' (also
+called 'test'), train / val chosen by a hash of each image's key (`splits.py`,
+`val_fraction`).
 The key of an image is its path relative to the image folder (DIR/images or DIR), without
 extension, with '/' separators. image_id = the index of the image in the sorted list of
 keys of the split's folder (for a hashed split, of 'all').
@@ -200,9 +202,8 @@ class YoloSource(Source):
     mirrored = os.path.isdir(os.path.join(root, 'images'))
     image_root = os.path.join(root, 'images') if mirrored else root
     label_root = os.path.join(root, 'labels') if mirrored else root
-    split_dir = os.path.join(image_root, split) if mirrored and split not in (
-        'all',) else None
-    if split_dir and os.path.isdir(split_dir):
+    split_dir = os.path.join(image_root, split)
+    if mirrored and split != 'all' and os.path.isdir(split_dir):
       image_root = os.path.join(image_root, split)
       label_root = os.path.join(label_root, split)
       images = _list_images(image_root)
@@ -213,7 +214,7 @@ class YoloSource(Source):
       keys = list(images)
       subfolders = sorted(d for d in os.listdir(image_root)
                           if os.path.isdir(os.path.join(image_root, d))) if mirrored else []
-      if split not in splits.SPLITLESS_SPLITS and subfolders:
+      if split != 'all' and set(subfolders) & {'train', 'val', 'valid', 'test'}:
         raise FileNotFoundError(f'YOLO folder {root}: no images/{split}/; the splits are '
                                 f'{subfolders + ["all"]}')
       image_ids = splits.select(keys, split, val_fraction)
