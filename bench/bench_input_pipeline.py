@@ -1,12 +1,19 @@
 """Input pipeline throughput: images/s that `data.pipeline.make_dataset` delivers.
 
     python bench/bench_input_pipeline.py [--bccd_dir=../shared/data/bccd] [--batch_size=2]
-        [--num_batches=60] [--min_size=600] [--max_size=1000] [--datasets=shapes,bccd]
+        [--num_batches=60] [--min_size=600] [--max_size=1000]
+        [--datasets=shapes,bccd,bccd_tfrecord] [--cores=0]
 
 Prints one JSON line per measurement:
     {"bench": "input_pipeline", "dataset", "split", "images_per_s", "batch_size",
-     "min_size", "max_size", "num_batches", "training", "cpu_count"}
-Training mode (shuffle, flip, repeat), batches fully materialized on the host. Beside it,
+     "min_size", "max_size", "num_batches", "training", "cpu_count", "cores"}
+Training mode (shuffle, flip, repeat), batches fully materialized on the host.
+`bccd` reads the VOC folder (Pillow decoding in a Python callback); `bccd_tfrecord` the
+same split converted first (`data.convert`, into a temporary folder; the conversion time is
+printed) and read in TF ops only. `--cores=1,2` measures each dataset with tf.data limited
+to that many threads (its private thread pool, one op thread each), then prints per
+dataset the 2-over-1 scaling and, per core count, tfrecord over folder ("bench":
+"input_pipeline_ratio"). 0: TensorFlow's own thread count. Beside it,
 in the same run, what a training step of `--train_backbone` (default mobilenet_v2, the
 fastest real model on a CPU) consumes on batches of that pipeline:
     "train_images_per_s", "pipeline_over_training" (the issue asks for at least 5).
@@ -27,7 +34,10 @@ from faster_rcnn_tf.data import registry  # pylint: disable=g-import-not-at-top,
 
 flags.DEFINE_string('bccd_dir', os.path.join(_REPO, '..', 'shared', 'data', 'bccd'),
                     'BCCD VOC folder.')
-flags.DEFINE_list('datasets', ['shapes', 'bccd'], 'Which of shapes, bccd to measure.')
+flags.DEFINE_list('datasets', ['shapes', 'bccd'],
+                  'Which of shapes, bccd, bccd_tfrecord to measure.')
+flags.DEFINE_list('cores', ['0'], 'tf.data thread counts to measure with (0: unlimited).')
+flags.DEFINE_integer('num_shards', 4, 'TFRecord files bccd_tfrecord is written as.')
 flags.DEFINE_integer('batch_size', 2, 'Images per batch.')
 flags.DEFINE_integer('num_batches', 60, 'Batches timed (after 3 warm-up batches).')
 flags.DEFINE_integer('min_size', 600, 'Shorter side after resizing.')
@@ -64,27 +74,74 @@ def measure_training(source, dataset, backbone, steps):
   return images / (time.perf_counter() - start)
 
 
-def main(argv):
-  del argv
-  specs = {'shapes': ('shapes', 'train'), 'bccd': (f'voc:{FLAGS.bccd_dir}', 'train')}
+def limit_threads(dataset, cores):
+  """The dataset with tf.data's work on `cores` threads (0: unchanged)."""
+  if not cores:
+    return dataset
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = cores
+  options.threading.max_intra_op_parallelism = 1
+  return dataset.with_options(options)
+
+
+def _bccd_tfrecord_spec(workdir):
+  import time  # pylint: disable=g-import-not-at-top
+  from faster_rcnn_tf.data import convert  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  prefix = os.path.join(workdir, 'bccd_train')
+  summary = convert.convert(registry.get_source(f'voc:{FLAGS.bccd_dir}', 'train'), prefix,
+                            FLAGS.num_shards)
+  print(json.dumps({'bench': 'input_pipeline_convert', 'dataset': 'bccd', 'split': 'train',
+                    'images': summary['images'], 'shards': FLAGS.num_shards,
+                    'seconds': round(time.perf_counter() - start, 2)}), flush=True)
+  return f'tfrecord:{prefix}-*.tfrecord'
+
+
+def run():
+  """Measures and prints (see the module docstring); returns {(dataset, cores): images/s}."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  workdir = tempfile.mkdtemp(prefix='bench_input_pipeline_')
+  specs = {'shapes': ('shapes', 'train'), 'bccd': (f'voc:{FLAGS.bccd_dir}', 'train'),
+           'bccd_tfrecord': (None, 'all')}
+  rates = {}
   for name in FLAGS.datasets:
     spec, split = specs[name]
+    if spec is None:
+      spec = _bccd_tfrecord_spec(workdir)
     source = registry.get_source(spec, split)
-    ds = pipeline.make_dataset(source, training=True, batch_size=FLAGS.batch_size,
-                               min_size=FLAGS.min_size, max_size=FLAGS.max_size)
-    rate = measure_pipeline(ds, FLAGS.num_batches)
-    extra = {}
-    if FLAGS.train_backbone:
-      train_rate = measure_training(source, ds, FLAGS.train_backbone, FLAGS.train_steps)
-      extra = {'train_backbone': FLAGS.train_backbone,
-               'train_images_per_s': round(train_rate, 3),
-               'pipeline_over_training': round(rate / train_rate, 1)}
-    print(json.dumps({
-        'bench': 'input_pipeline', 'dataset': name, 'split': split,
-        'images_per_s': round(rate, 1), 'batch_size': FLAGS.batch_size,
-        'min_size': FLAGS.min_size, 'max_size': FLAGS.max_size,
-        'num_batches': FLAGS.num_batches, 'training': True, 'cpu_count': os.cpu_count(),
-        **extra}), flush=True)
+    for cores in (int(c) for c in FLAGS.cores):
+      ds = pipeline.make_dataset(source, training=True, batch_size=FLAGS.batch_size,
+                                 min_size=FLAGS.min_size, max_size=FLAGS.max_size)
+      ds = limit_threads(ds, cores)
+      rate = measure_pipeline(ds, FLAGS.num_batches)
+      rates[(name, cores)] = rate
+      extra = {}
+      if FLAGS.train_backbone:
+        train_rate = measure_training(source, ds, FLAGS.train_backbone, FLAGS.train_steps)
+        extra = {'train_backbone': FLAGS.train_backbone,
+                 'train_images_per_s': round(train_rate, 3),
+                 'pipeline_over_training': round(rate / train_rate, 1)}
+      print(json.dumps({
+          'bench': 'input_pipeline', 'dataset': name, 'split': split,
+          'images_per_s': round(rate, 1), 'batch_size': FLAGS.batch_size,
+          'min_size': FLAGS.min_size, 'max_size': FLAGS.max_size,
+          'num_batches': FLAGS.num_batches, 'training': True, 'cpu_count': os.cpu_count(),
+          'cores': cores, **extra}), flush=True)
+  for (name, cores), rate in sorted(rates.items()):
+    if cores == 2 and (name, 1) in rates:
+      print(json.dumps({'bench': 'input_pipeline_ratio', 'dataset': name,
+                        'two_over_one_core': round(rate / rates[(name, 1)], 2)}), flush=True)
+    if name == 'bccd_tfrecord' and ('bccd', cores) in rates:
+      print(json.dumps({'bench': 'input_pipeline_ratio', 'cores': cores,
+                        'tfrecord_over_folder': round(rate / rates[('bccd', cores)], 2)}),
+            flush=True)
+  return rates
+
+
+def main(argv):
+  del argv
+  run()
 
 
 if __name__ == '__main__':
