@@ -194,19 +194,25 @@ for args in sys.argv[1:]:
 
 def test_train_runs_on_each_layout_in_one_process(folders, tmp_path):
   paths, _, _ = folders
+  from faster_rcnn_tf.data import convert  # pylint: disable=g-import-not-at-top
+  convert.convert(registry.get_source(f'voc:{paths["voc"]}', 'all'),
+                  str(tmp_path / 'records' / 'all'), num_shards=2)
+  tfrecord_spec = f'tfrecord:{tmp_path}/records/all-*.tfrecord'
+  layouts = {'voc': f'voc:{paths["voc"]}', 'labelimg': f'voc:{paths["labelimg"]}',
+             'yolo_dirs': f'yolo:{paths["yolo_dirs"]}', 'tfrecord': tfrecord_spec}
   # The default --eval_split=test is the held-out ('val') side of a split-less folder.
   common = (f'--flagfile={run_helpers.TINY_CFG} --num_steps=2 --checkpoint_every=2 '
             '--train_split=train --val_fraction=0.5 --max_eval_images=2')
-  runs = [f'{common} --dataset={SPECS[k]}:{paths[k]} --model_dir={tmp_path / k}'
-          for k in ('voc', 'labelimg', 'yolo_dirs')]
+  runs = [f'{common} --dataset={spec} --model_dir={tmp_path / k}'
+          for k, spec in layouts.items()]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=run_helpers.ROOT)
   result = subprocess.run([sys.executable, '-c', _DRIVER, *runs], cwd=run_helpers.ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert result.stdout.count('RETURN CODE 0') == 3, result.stdout + result.stderr[-3000:]
-  assert result.stdout.count('Training done: step 2') == 3
-  assert result.stdout.count('VOC07 mAP@0.5 on') == 3
-  for k in ('voc', 'labelimg', 'yolo_dirs'):
+  assert result.stdout.count('RETURN CODE 0') == 4, result.stdout + result.stderr[-3000:]
+  assert result.stdout.count('Training done: step 2') == 4
+  assert result.stdout.count('VOC07 mAP@0.5 on') == 4
+  for k in layouts:
     assert (tmp_path / k / 'ckpt-2.index').exists()
 
 
@@ -228,3 +234,23 @@ def test_train_on_a_folder_of_unreadable_images_is_one_line(tmp_path):
   line = errors[0]
   assert f'voc:{tmp_path}' in line and "split 'all'" in line
   assert 'unreadable_image x3' in line and f'JPEGImages/{STEMS[0]}.jpg' in line
+
+
+def _inspect(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=run_helpers.ROOT)
+  return subprocess.run([sys.executable, '-m', 'faster_rcnn_tf.data.inspect', *args],
+                        cwd=run_helpers.ROOT, env=env, capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_inspect_reads_a_labelimg_folder_and_names_a_bad_one(folders, tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  paths, _, originals = folders
+  result = _inspect(f'--dataset=voc:{paths["labelimg"]}', '--split=all', '--output_dir=')
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary['images'] == len(STEMS)
+  assert summary['objects'] == sum(len(r['classes']) for r in originals)
+  result = _inspect(f'--dataset=voc:{tmp_path}/missing', '--output_dir=')
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert f'{tmp_path}/missing does not exist' in result.stderr.strip().splitlines()[-1]

@@ -2,6 +2,7 @@
 
     python -m faster_rcnn_tf.data.inspect --dataset=SPEC [--split=SPLIT] [--output_dir=DIR]
         [--classes=a,b] [--data_dir=TFDS_DIR] [--max_images=N] [--num_drawn=8]
+        [--val_fraction=0.1] [--label_map=label_map.pbtxt]
 
 Reads every image of the split (decoding it, so image problems are found too), prints one
 JSON object:
@@ -84,9 +85,10 @@ def summarize(source, max_images=None, num_drawn=8):
 
 
 def run(dataset, split='train', output_dir='.', classes=None, data_dir=None, seed=0,
-        max_images=None, num_drawn=8):
+        max_images=None, num_drawn=8, val_fraction=0.1, label_map=None):
   """What the command does; returns the summary dict (with 'grid', the PNG path or None)."""
-  source = registry.get_source(dataset, split, classes=classes, data_dir=data_dir, seed=seed)
+  source = registry.get_source(dataset, split, classes=classes, data_dir=data_dir, seed=seed,
+                               val_fraction=val_fraction, label_map=label_map)
   summary, drawn = summarize(source, max_images=max_images, num_drawn=num_drawn)
   summary['grid'] = None
   if drawn and output_dir:
@@ -106,17 +108,24 @@ def define_flags():
   flags.DEFINE_integer('seed', 0, 'Generation seed (shapes).')
   flags.DEFINE_integer('max_images', 0, 'Stop after this many images (0: all).')
   flags.DEFINE_integer('num_drawn', 8, 'Images drawn into the PNG.')
+  flags.DEFINE_float('val_fraction', 0.1, "Share of 'val' in data without split files.")
+  flags.DEFINE_string('label_map', None, 'label_map.pbtxt of a tfrecord: dataset.')
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
-  summary = run(f.dataset, f.split, f.output_dir, f.classes, f.data_dir, f.seed,
-                f.max_images or None, f.num_drawn)
+  try:
+    summary = run(f.dataset, f.split, f.output_dir, f.classes, f.data_dir, f.seed,
+                  f.max_images or None, f.num_drawn, f.val_fraction, f.label_map)
+  except (ValueError, OSError) as e:  # a bad spec, folder or file: one line, no traceback
+    sys.stderr.write(f'inspect: error: --dataset={f.dataset} --split={f.split}: {e}\n')
+    return 2
   sys.stdout.write(json.dumps(summary) + '\n')
   sys.stdout.flush()
+  return 0
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(lambda argv: sys.exit(main(argv)))
