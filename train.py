@@ -24,6 +24,7 @@ from faster_rcnn_tf.training import distribute
 FLAGS = flags.FLAGS
 config_flags.define_data_flags()
 config_flags.define_model_flags()
+config_flags.define_input_service_flags()
 flags.DEFINE_string('model_dir', None, 'Folder for checkpoints, flags and summaries.')
 flags.DEFINE_integer('num_steps', 70000, 'Training steps (global batches).')
 flags.DEFINE_integer('batch_size', 1, 'Global batch size (split across replicas).')
@@ -83,6 +84,9 @@ def _validate():
     config_flags.check_dataset_path(FLAGS.dataset)
     [float(v) for v in FLAGS.anchor_scales + FLAGS.anchor_ratios]
     config_flags.resolve_precision(FLAGS)
+    if FLAGS.data_service:
+      from faster_rcnn_tf.data import service
+      service.check_address(FLAGS.data_service)
   except ValueError as e:
     raise UsageError(str(e))
   w = FLAGS.backbone_weights
@@ -219,6 +223,13 @@ def train(boundaries):
                                   **config_flags.pipeline_kwargs(FLAGS))
   if FLAGS.deterministic and start:
     dataset = dataset.skip(start)
+  if FLAGS.data_service:
+    from faster_rcnn_tf.data import service
+    try:
+      dataset = service.distribute(dataset, FLAGS.data_service,
+                                   processing_mode=FLAGS.data_service_mode)
+    except service.DataServiceError as e:
+      raise UsageError(str(e)) from None
   dist_dataset = strategy.experimental_distribute_dataset(dataset)
   trainer = Trainer(model, opt, strategy, seed=FLAGS.seed, weight_decay=FLAGS.weight_decay,
                     bias_lr_multiplier=2.0 if FLAGS.double_bias_lr else 1.0,

@@ -42,6 +42,16 @@ def define_data_flags():
   flags.DEFINE_integer('shapes_test_images', 200, 'Images in the shapes test split.')
 
 
+def define_input_service_flags():
+  """train.py's flags for running the input pipeline on a tf.data service."""
+  flags.DEFINE_string('data_service', '', 'grpc://HOST:PORT of a tf.data service dispatcher: '
+                      'its workers run the input pipeline (tfrecord: datasets; see '
+                      'faster_rcnn_tf/data/service.py). Empty: preprocess locally.')
+  flags.DEFINE_enum('data_service_mode', 'dynamic', ['dynamic', 'off'],
+                    "How the service's workers share the data: dynamic (each file of an "
+                    'epoch to one worker) or off (every worker reads everything).')
+
+
 def define_model_flags():
   flags.DEFINE_enum('backbone', 'vgg16', list(backbones.NAMES), 'Backbone network.')
   flags.DEFINE_string('backbone_weights', 'none',
