@@ -323,3 +323,52 @@ def test_auto_sharding_gives_two_workers_disjoint_files(tmp_path):
     seen.append(sorted(int(r['image_id']) for r in ds.as_numpy_iterator()))
   # Shard k holds images k, k + 4: worker 0 gets files 0 and 2, worker 1 files 1 and 3.
   assert seen == [[0, 2, 4], [1, 3, 5]]
+
+
+_WORKER = '''
+import json, sys
+import tensorflow as tf
+from faster_rcnn_tf.data import pipeline, registry
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+source = registry.get_source(sys.argv[1], 'all', classes=['a'])
+dataset = pipeline.make_dataset(source, training=False, batch_size=2, min_size=8, max_size=8,
+                                max_boxes=1)
+ids = []
+for batch in strategy.experimental_distribute_dataset(dataset):
+  for part in strategy.experimental_local_results(batch['image_ids']):
+    ids += [int(v) for v in part.numpy()]
+print('IDS', json.dumps(ids), flush=True)
+'''
+
+
+def test_two_multi_worker_workers_read_disjoint_files(tmp_path):
+  """Two MultiWorkerMirroredStrategy workers on 127.0.0.1 (as train.py --strategy=multi_worker
+  runs them) each see their own shards' images; together the whole split."""
+  from faster_rcnn_tf.data.source import InMemorySource  # pylint: disable=g-import-not-at-top
+  records = [{'image': np.full((8, 8, 3), i, np.uint8), 'boxes': np.zeros((0, 4)),
+              'classes': np.zeros(0, np.int32), 'image_id': i} for i in range(10)]
+  convert.convert(InMemorySource(records, ['a']), str(tmp_path / 's'), num_shards=4)
+  spec = f'tfrecord:{tmp_path}/s-*.tfrecord'
+  ports = []
+  import socket  # pylint: disable=g-import-not-at-top
+  for _ in range(2):
+    with socket.socket() as s:
+      s.bind(('127.0.0.1', 0))
+      ports.append(s.getsockname()[1])
+  workers = []
+  for index in range(2):
+    tf_config = {'cluster': {'worker': [f'127.0.0.1:{p}' for p in ports]},
+                 'task': {'type': 'worker', 'index': index}}
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=run_helpers.ROOT,
+               TF_CONFIG=json.dumps(tf_config))
+    workers.append(subprocess.Popen([sys.executable, '-c', _WORKER, spec], cwd=run_helpers.ROOT,
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True))
+  seen = []
+  for w in workers:
+    out, err = w.communicate(timeout=300)
+    assert w.returncode == 0, err[-3000:]
+    (line,) = [l for l in out.splitlines() if l.startswith('IDS ')]
+    seen.append(sorted(json.loads(line[4:])))
+  # Shard k holds images k, k + 4, k + 8; worker 0 reads shards 0 and 2, worker 1 1 and 3.
+  assert seen == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]
