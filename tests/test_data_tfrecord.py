@@ -372,3 +372,11 @@ def test_two_multi_worker_workers_read_disjoint_files(tmp_path):
     seen.append(sorted(json.loads(line[4:])))
   # Shard k holds images k, k + 4, k + 8; worker 0 reads shards 0 and 2, worker 1 1 and 3.
   assert seen == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]
+
+
+def test_files_that_are_not_records_are_one_clear_error(tmp_path):
+  (tmp_path / 'junk.tfrecord').write_bytes(b'this is not a TFRecord file at all')
+  with pytest.raises(ValueError, match='cannot read the records'):
+    registry.get_source(f'tfrecord:{tmp_path}/*.tfrecord', 'all')
+  with pytest.raises(FileNotFoundError, match='no TFRecord file matches'):
+    registry.get_source(f'tfrecord:{tmp_path}/none-*.tfrecord', 'all')

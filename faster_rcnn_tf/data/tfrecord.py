@@ -252,12 +252,22 @@ class TfRecordSource(Source):
 
   # ---- counting, class texts ----
 
+  def _read_all(self, dataset):
+    """numpy elements of a pass over the files; ValueError naming the pattern when the
+    files are not TFRecords of this schema (one line for the scripts, no traceback)."""
+    try:
+      return list(dataset.as_numpy_iterator())
+    except tf.errors.OpError as e:
+      first = (e.message or type(e).__name__).splitlines()[0]
+      raise ValueError(f'{self.pattern}: cannot read the records as Object Detection API '
+                       f'tf.train.Examples: {first}') from None
+
   def _texts(self):
     ds = self._files_dataset(None).map(
         lambda s: tf.io.parse_single_example(s, _feature_spec([TEXT]))[TEXT].values,
         num_parallel_calls=tf.data.AUTOTUNE)
     names = set()
-    for texts in ds.as_numpy_iterator():
+    for texts in self._read_all(ds):
       names.update(t.decode('utf-8') for t in texts)
     return sorted(names)
 
@@ -267,7 +277,7 @@ class TfRecordSource(Source):
         p = tf.io.parse_single_example(serialized, _feature_spec([FILENAME, SOURCE_ID]))
         return self._in_split(split_key(p[FILENAME], p[SOURCE_ID]))
       ds = self._files_dataset(None).map(keys, num_parallel_calls=tf.data.AUTOTUNE)
-      inside = np.fromiter(ds.as_numpy_iterator(), bool)
+      inside = np.array(self._read_all(ds), bool).reshape(-1)
       self._count = (int(inside.sum()), len(inside))
     return self._count
 
