@@ -2,18 +2,20 @@
 
     python bench/bench_input_pipeline.py [--bccd_dir=../shared/data/bccd] [--batch_size=2]
         [--num_batches=60] [--min_size=600] [--max_size=1000]
-        [--datasets=shapes,bccd,bccd_tfrecord] [--cores=0]
+        [--datasets=shapes,bccd,bccd_python,bccd_tfrecord] [--cores=0]
 
 Prints one JSON line per measurement:
     {"bench": "input_pipeline", "dataset", "split", "images_per_s", "batch_size",
      "min_size", "max_size", "num_batches", "training", "cpu_count", "cores"}
 Training mode (shuffle, flip, repeat), batches fully materialized on the host.
-`bccd` reads the VOC folder (Pillow decoding in a Python callback); `bccd_tfrecord` the
-same split converted first (`data.convert`, into a temporary folder; the conversion time is
-printed) and read in TF ops only. `--cores=1,2` measures each dataset with tf.data limited
+`bccd` reads the VOC folder (its plain JPEGs decoded in TF ops, `data/graph_decode.py`);
+`bccd_python` the same with Pillow decoding in a Python callback (`decode_in_graph=False`,
+the path of folders that need Pillow's conversions); `bccd_tfrecord` the same split
+converted first (`data.convert`, into a temporary folder; the conversion time is printed)
+and read in TF ops only. `--cores=1,2` measures each dataset with tf.data limited
 to that many threads (its private thread pool, one op thread each), then prints per
-dataset the 2-over-1 scaling and, per core count, tfrecord over folder ("bench":
-"input_pipeline_ratio"). 0: TensorFlow's own thread count. Beside it,
+dataset the 2-over-1 scaling and, per core count, each dataset over bccd_python
+("bench": "input_pipeline_ratio", "over_python"). 0: TensorFlow's own thread count. Beside it,
 in the same run, what a training step of `--train_backbone` (default mobilenet_v2, the
 fastest real model on a CPU) consumes on batches of that pipeline:
     "train_images_per_s", "pipeline_over_training" (the issue asks for at least 5).
@@ -35,7 +37,7 @@ from faster_rcnn_tf.data import registry  # pylint: disable=g-import-not-at-top,
 flags.DEFINE_string('bccd_dir', os.path.join(_REPO, '..', 'shared', 'data', 'bccd'),
                     'BCCD VOC folder.')
 flags.DEFINE_list('datasets', ['shapes', 'bccd'],
-                  'Which of shapes, bccd, bccd_tfrecord to measure.')
+                  'Which of shapes, bccd, bccd_python, bccd_tfrecord to measure.')
 flags.DEFINE_list('cores', ['0'], 'tf.data thread counts to measure with (0: unlimited).')
 flags.DEFINE_integer('num_shards', 4, 'TFRecord files bccd_tfrecord is written as.')
 flags.DEFINE_integer('batch_size', 2, 'Images per batch.')
@@ -103,13 +105,15 @@ def run():
   import tempfile  # pylint: disable=g-import-not-at-top
   workdir = tempfile.mkdtemp(prefix='bench_input_pipeline_')
   specs = {'shapes': ('shapes', 'train'), 'bccd': (f'voc:{FLAGS.bccd_dir}', 'train'),
-           'bccd_tfrecord': (None, 'all')}
+           'bccd_python': (f'voc:{FLAGS.bccd_dir}', 'train'), 'bccd_tfrecord': (None, 'all')}
   rates = {}
   for name in FLAGS.datasets:
     spec, split = specs[name]
     if spec is None:
       spec = _bccd_tfrecord_spec(workdir)
     source = registry.get_source(spec, split)
+    if name == 'bccd_python':
+      source.decode_in_graph = False
     for cores in (int(c) for c in FLAGS.cores):
       ds = pipeline.make_dataset(source, training=True, batch_size=FLAGS.batch_size,
                                  min_size=FLAGS.min_size, max_size=FLAGS.max_size)
@@ -132,9 +136,9 @@ def run():
     if cores == 2 and (name, 1) in rates:
       print(json.dumps({'bench': 'input_pipeline_ratio', 'dataset': name,
                         'two_over_one_core': round(rate / rates[(name, 1)], 2)}), flush=True)
-    if name == 'bccd_tfrecord' and ('bccd', cores) in rates:
-      print(json.dumps({'bench': 'input_pipeline_ratio', 'cores': cores,
-                        'tfrecord_over_folder': round(rate / rates[('bccd', cores)], 2)}),
+    if name != 'bccd_python' and ('bccd_python', cores) in rates:
+      print(json.dumps({'bench': 'input_pipeline_ratio', 'dataset': name, 'cores': cores,
+                        'over_python': round(rate / rates[('bccd_python', cores)], 2)}),
             flush=True)
   return rates
 

@@ -76,9 +76,13 @@ def test_layouts_give_the_voc_originals_records(folders, layout):
   source = registry.get_source(f'{SPECS[layout]}:{paths[layout]}', 'all')
   assert source.class_names == original_source.class_names
   records = list(source.records())
-  assert len(records) == len(STEMS)
+  graph_records = list(source.as_dataset().as_numpy_iterator())  # decoded in TF ops
+  assert source.reports_in_graph
+  assert len(records) == len(graph_records) == len(STEMS)
   assert [int(r['image_id']) for r in records] == list(range(len(STEMS)))
-  for record, original, stem in zip(records, originals, STEMS):
+  assert [int(r['image_id']) for r in graph_records] == list(range(len(STEMS)))
+  for record, original, stem in list(zip(records, originals, STEMS)) + list(
+      zip(graph_records, originals, STEMS)):
     np.testing.assert_array_equal(record['image'], original['image'], err_msg=stem)
     assert len(record['boxes']) == len(original['boxes']), stem
     np.testing.assert_allclose(record['boxes'], original['boxes'], atol=1e-4, err_msg=stem)

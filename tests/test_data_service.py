@@ -76,9 +76,10 @@ def test_training_through_a_local_data_service_gives_the_same_losses(tmp_path):
   del worker
 
 
-def test_folder_pipelines_cannot_go_to_the_service_and_say_why(tmp_path):
-  folder = pipeline.make_dataset(voc.VocSource(_shared('bccd'), 'train'), training=True,
-                                 batch_size=1)
+def test_python_decoding_pipelines_cannot_go_to_the_service_and_say_why(tmp_path):
+  python_source = voc.VocSource(_shared('bccd'), 'train')
+  python_source.decode_in_graph = False  # as a folder of CMYK or 16-bit images is
+  folder = pipeline.make_dataset(python_source, training=True, batch_size=1)
   with pytest.raises(service.DataServiceError, match='convert it to TFRecords'):
     service.distribute(folder, 'grpc://localhost:5050')
   with pytest.raises(service.DataServiceError, match='grpc://HOST:PORT'):

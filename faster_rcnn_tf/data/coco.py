@@ -122,6 +122,9 @@ class CocoSource(Source):
     """The image's name for split hashing and conversion: file_name without extension."""
     return os.path.splitext(self._entries[index]['file_name'])[0]
 
+  def graph_inputs(self):
+    return self.entry_graph_inputs('yxyx')
+
   def load(self, index):
     entry = self._entries[index]
     name = entry['file_name']

@@ -32,6 +32,7 @@ from absl import app
 from absl import flags
 
 from faster_rcnn_tf.data import decode
+from faster_rcnn_tf.data import graph_decode
 from faster_rcnn_tf.data import label_map as label_map_lib
 from faster_rcnn_tf.data import records as R
 from faster_rcnn_tf.data import registry
@@ -68,7 +69,7 @@ def encoded_image(record, path=None):
     stored = _STORED_FORMATS.get(decode.sniff_format(data or b''))
     if stored is not None:
       try:
-        decoded = tfrecord.decode_tf(tf.constant(data)).numpy()
+        decoded = graph_decode.decode_tf(tf.constant(data)).numpy()
       except tf.errors.OpError:
         decoded = None
       if decoded is not None and decoded.shape == image.shape and np.array_equal(

@@ -110,6 +110,11 @@ def nothing_loaded_message(source, max_kinds=3):
     str.
   """
   summary = source.problems.summary()
+  if not [k for k in summary if k != 'no_objects']:
+    # Decoded in TF ops, which report nothing: the Python path names the problems.
+    for _ in source.records():
+      break
+    summary = source.problems.summary()
   skipping = [k for k in summary if k != 'no_objects']
   parts = []
   for kind in skipping[:max_kinds]:

@@ -3,8 +3,10 @@
 The whole batched pipeline (`pipeline.make_dataset`: read, decode, flip, resize, pad,
 batch) is serialized and sent to the service's workers; the trainer only receives
 batches. A pipeline can only travel when its graph holds no Python callback: the
-`tfrecord:` source qualifies, the folder sources (Pillow decoding) do not; convert a folder
-first (`python -m faster_rcnn_tf.data.convert`).
+`tfrecord:` source qualifies, and so do folder sources whose images all decode in TF ops
+(`graph_decode.py`; their workers must see the image files at the same paths); a folder
+that needs Pillow's conversions does not: convert it first
+(`python -m faster_rcnn_tf.data.convert`).
 
 Sharding: `processing_mode` 'dynamic' (the default) hands the input files out to the
 service's workers one at a time, so each image of an epoch is processed by one worker

@@ -41,6 +41,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from faster_rcnn_tf.data import graph_decode
 from faster_rcnn_tf.data import label_map as label_map_lib
 from faster_rcnn_tf.data import records as records_lib
 from faster_rcnn_tf.data import splits
@@ -113,21 +114,6 @@ def image_id_of(source_id):
                   tf.strings.to_hash_bucket_fast(source_id, _ID_HASH_BUCKETS))
 
 
-def decode_tf(encoded):
-  """uint8 [H, W, 3] RGB of encoded image bytes, in TF ops.
-
-  JPEGs are decoded with the accurate integer DCT, which gives Pillow's pixels (the folder
-  sources' decoder; TensorFlow's default fast DCT differs by a few levels), so a converted
-  dataset trains on the pixels its folder did. Other formats via `tf.io.decode_image`.
-  """
-  image = tf.cond(
-      tf.io.is_jpeg(encoded),
-      lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method='INTEGER_ACCURATE'),
-      lambda: tf.io.decode_image(encoded, channels=3, dtype=tf.uint8,
-                                 expand_animations=False))
-  return tf.ensure_shape(image, [None, None, 3])
-
-
 def _fit(values, n, dtype):
   """values [M] padded with zeros / cut to [n] (optional per-object features)."""
   values = tf.cast(values, dtype)
@@ -149,6 +135,9 @@ class TfRecordSource(Source):
     cycle_length: files read at the same time.
   """
 
+  #: the pipeline reports in graph ops (no Python callback in its graph).
+  reports_in_graph = True
+
   def __init__(self, pattern, split='all', classes=None, name=None, label_map=None,
                val_fraction=splits.DEFAULT_VAL_FRACTION, shuffle_buffer=1024, cycle_length=4):
     files = sorted({f for p in pattern.split(',') if p for f in glob_lib.glob(
@@ -165,8 +154,6 @@ class TfRecordSource(Source):
     self.val_fraction = float(val_fraction)
     self.shuffle_buffer = int(shuffle_buffer)
     self.cycle_length = int(cycle_length)
-    #: tells the pipeline to report in graph ops (no Python callback in its graph).
-    self.reports_in_graph = True
     self._count = None
     if label_map:
       items = label_map_lib.read_label_map(label_map)
@@ -295,7 +282,7 @@ class TfRecordSource(Source):
 
   def _decode(self, p):
     """Record of parsed features, boxes cleaned as `records.clean_boxes` does (TF ops)."""
-    image = decode_tf(p['encoded'])
+    image = graph_decode.decode_tf(p['encoded'])
     size = tf.shape(image)[:2]
     hw = tf.cast(tf.tile(size, [2]), tf.float32)
     boxes = p['boxes_normalized'] * hw
@@ -332,7 +319,7 @@ class TfRecordSource(Source):
 
   def _python_record(self, p, filename):
     try:
-      image = decode_tf(tf.constant(p['encoded'])).numpy()
+      image = graph_decode.decode_tf(tf.constant(p['encoded'])).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
       self.problems.report('unreadable_image', filename,
                            f'{e.message.splitlines()[0]}; skipped')

@@ -284,6 +284,9 @@ class VocSource(Source):
     """The name that hashing splits by (`splits.py`): the id (XML file stem)."""
     return self._entries[index]['stem']
 
+  def graph_inputs(self):
+    return self.entry_graph_inputs('yxyx')
+
   def load(self, index):
     entry = self._entries[index]
     image_name = entry['image_file']

@@ -269,6 +269,9 @@ class YoloSource(Source):
     """The name that hashing splits by (`splits.py`)."""
     return self._entries[index]['key']
 
+  def graph_inputs(self):
+    return self.entry_graph_inputs('cxcywh')
+
   def load(self, index):
     entry = self._entries[index]
     image = decode.decode_image_file(self.image_file(index), self.problems,
