@@ -113,8 +113,14 @@ def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, m
 
     def warn():
       if getattr(source, 'reports_in_graph', False):  # no Python callback in its graph
-        report = tf.print('too_many_boxes: image_id', image_id, ':', num,
-                          'boxes, only the first', max_boxes, 'kept', output_stream=sys.stderr)
+        def say():
+          with tf.control_dependencies([tf.print(
+              'too_many_boxes: image_id', image_id, ':', num, 'boxes, only the first',
+              max_boxes, 'kept', output_stream=sys.stderr)]):
+            return tf.constant(0)
+        # Once, in the first epoch (Problems counts each case once on the Python path).
+        first_epoch = position < int(getattr(source, 'num_images', 0) or 2 ** 62)
+        report = tf.cond(first_epoch, say, lambda: tf.constant(0))
       else:
         report = tf.numpy_function(lambda i, n: _report_truncation(source, i, n, max_boxes),
                                    [image_id, num], tf.int32)
