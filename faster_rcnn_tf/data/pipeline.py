@@ -84,6 +84,9 @@ def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, m
   seed = 0 if shuffle_seed is None else int(shuffle_seed)
 
   ds = source.as_dataset(shuffle_seed=shuffle_seed if training else None)
+  reports_in_graph = bool(getattr(source, 'reports_in_graph', False))
+  epoch_size = (int(getattr(source, 'num_images', 0) or 2 ** 62) if reports_in_graph
+                else 0)
   if repeat:
     ds = ds.repeat()
   ds = ds.enumerate()
@@ -112,14 +115,14 @@ def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, m
     image_id = record[R.IMAGE_ID]
 
     def warn():
-      if getattr(source, 'reports_in_graph', False):  # no Python callback in its graph
+      if reports_in_graph:  # no Python callback in its graph
         def say():
           with tf.control_dependencies([tf.print(
               'too_many_boxes: image_id', image_id, ':', num, 'boxes, only the first',
               max_boxes, 'kept', output_stream=sys.stderr)]):
             return tf.constant(0)
         # Once, in the first epoch (Problems counts each case once on the Python path).
-        first_epoch = position < int(getattr(source, 'num_images', 0) or 2 ** 62)
+        first_epoch = position < epoch_size
         report = tf.cond(first_epoch, say, lambda: tf.constant(0))
       else:
         report = tf.numpy_function(lambda i, n: _report_truncation(source, i, n, max_boxes),
