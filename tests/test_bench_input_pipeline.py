@@ -11,8 +11,8 @@ from tests.test_data_voc import _shared
 def test_folder_and_tfrecord_on_one_and_two_cores():
   result = run_helpers.run_script(
       os.path.join('bench', 'bench_input_pipeline.py'), f'--bccd_dir={_shared("bccd")}',
-      '--datasets=bccd,bccd_python,bccd_tfrecord', '--cores=1,2', '--num_batches=2', '--min_size=64',
-      '--max_size=96', '--train_backbone=', '--num_shards=2', timeout=600)
+      '--datasets=bccd,bccd_python,bccd_tfrecord', '--cores=1,2', '--num_batches=2',
+      '--min_size=64', '--max_size=96', '--train_backbone=', '--num_shards=2', timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   lines = [json.loads(l) for l in result.stdout.splitlines() if l.startswith('{')]
   measured = {(l['dataset'], l['cores']): l['images_per_s'] for l in lines
