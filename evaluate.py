@@ -17,9 +17,9 @@ What is evaluated (exactly one of):
                                without running any model.
 
 Flags: the dataset and model flags are the training ones. With --model_dir (or
---checkpoint) the run's flags.cfg supplies them and its classes.json the class list;
---flagfile=configs/X.cfg works too (training-only flags in it are ignored); flags given
-on the command line win.
+--checkpoint) the run's run_config.json supplies them and the class list; flags given on
+the command line (or in a --flagfile there) override the run's values.
+--flagfile=configs/X.cfg works too (training-only flags in it are ignored).
 
 Detections files (--detections, and detections.json written here) are COCO results:
     [{"image_id": int, "category_id": int, "bbox": [x, y, w, h], "score": float}, ...]
@@ -28,7 +28,7 @@ the image's top-left corner is 0, 0). Ids are the dataset source's:
   voc:DIR     image_id = 0-based index of the image's line among the non-blank lines of
               DIR/ImageSets/Main/<split>.txt (split 'all': index in the sorted list of
               Annotations/*.xml); category_id = 1-based index of the class in the class
-              list (sorted object names of all annotations, or --classes / classes.json);
+              list (sorted object names of all annotations, or --classes / the run's class list);
   coco:FILE   the json's own image ids and category ids;
   shapes      image_id = index of the generated image; category_id 1 circle, 2 square,
               3 triangle;
@@ -48,33 +48,34 @@ everything has been computed, all at once (nothing is written on an error):
     pr_curves/*.png     one precision-recall curve per class (VOC matching at IoU 0.5)
     samples/*.png       --num_sample_images images with ground truth and predictions
 Bad input (flags, files, a checkpoint that does not fit the model) prints one line naming
-it and exits with status 2.
+it and exits with status 2. The console shows progress and results; --verbosity=0 brings
+back TensorFlow's log lines.
 """
 
-import json
 import os
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
+from faster_rcnn_tf import console
 
-from faster_rcnn_tf import config_flags
-from faster_rcnn_tf.evaluation import flag_sources
-from faster_rcnn_tf.evaluation.errors import EvaluationError
+console.quiet_start()
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from faster_rcnn_tf import config as config_lib  # noqa: E402
+from faster_rcnn_tf import config_flags  # noqa: E402
+from faster_rcnn_tf import runs  # noqa: E402
+from faster_rcnn_tf.evaluation.errors import EvaluationError  # noqa: E402
 
 FLAGS = flags.FLAGS
-_BEFORE = set(FLAGS)
 config_flags.define_data_flags()
 config_flags.define_model_flags()
 flags.DEFINE_integer('seed', 0, 'Seed of the generated shapes data (as in training).')
 flags.DEFINE_integer('eval_batch_size', 4, 'Images per evaluation batch.')
 flags.DEFINE_bool('mixed_precision', False, 'Shorthand for --precision=mixed_float16.')
-# Flags a run's flags.cfg supplies (see flag_sources).
-RUN_FLAG_NAMES = sorted(set(FLAGS) - _BEFORE)
 
 flags.DEFINE_string('model_dir', None, 'A train.py run folder: its latest checkpoint is '
-                    'evaluated, its flags.cfg and classes.json describe the model and data.')
+                    'evaluated, its run_config.json describes the model and data.')
 flags.DEFINE_string('checkpoint', None, 'A checkpoint prefix (MODEL_DIR/ckpt-N) or a folder '
                     '(its latest; e.g. MODEL_DIR/best), also relative to --model_dir, to '
                     'evaluate instead of the latest in --model_dir.')
@@ -91,21 +92,16 @@ flags.DEFINE_integer('num_sample_images', 8, 'Pictures of evaluated images in --
 flags.DEFINE_float('sample_score_threshold', 0.5, 'Predictions drawn in the pictures score '
                    'at least this.')
 
-_PARSED = []
+PROG = 'evaluate.py'
 
 
 def _flags_parser(argv):
-  """absl flags parser: run folder flags.cfg < flagfiles and command line (flag_sources)."""
-  try:
-    parsed = flag_sources.parse(FLAGS, argv, RUN_FLAG_NAMES)
-  except flags.Error as e:
-    print(f'evaluate.py: error: {e}\nPass --help to see the flags.', file=sys.stderr)
+  """absl flags parser: flagfiles may hold training flags (skipped); see config_flags."""
+  positional = config_flags.parse_argv(FLAGS, argv, PROG)
+  if len(positional) > 1:
+    print(f'{PROG}: error: unexpected arguments {positional[1:]}', file=sys.stderr)
     sys.exit(2)
-  if parsed.positional:
-    print(f'evaluate.py: error: unexpected arguments {parsed.positional}', file=sys.stderr)
-    sys.exit(2)
-  _PARSED.append(parsed)
-  return argv[:1]
+  return positional[:1]
 
 
 def _check_flags():
@@ -137,15 +133,6 @@ def _check_flags():
   for name in ('max_eval_images', 'num_sample_images'):
     if FLAGS[name].value < 0:
       raise EvaluationError(f'--{name} must be >= 0, got {FLAGS[name].value}')
-  for name in ('anchor_scales', 'anchor_ratios'):
-    try:
-      [float(v) for v in FLAGS[name].value]
-    except ValueError:
-      raise EvaluationError(f'--{name} must be numbers, got {FLAGS[name].value}') from None
-  try:
-    config_flags.check_dataset_path(FLAGS.dataset)
-  except ValueError as e:
-    raise EvaluationError(str(e)) from None
   if FLAGS.output_dir:
     try:
       staging.check_output_dir(FLAGS.output_dir)
@@ -154,37 +141,50 @@ def _check_flags():
   return mode, metrics
 
 
-def _class_names(mode):
-  """--classes, else the class list of the run (classes.json) or the SavedModel, else None."""
+def _run_folder():
+  """The training run folder of --model_dir or --checkpoint, or None."""
+  return runs.find_run_folder(FLAGS.model_dir) or runs.find_run_folder(FLAGS.checkpoint)
+
+
+def _config():
+  """The RunConfig: the run's (--model_dir / --checkpoint), with the flags given
+  overriding it; without a run folder, the flags alone."""
+  folder = _run_folder()
+  try:
+    base = runs.read_run_config(folder) if folder else None
+    config = config_lib.RunConfig.from_flags(FLAGS, base=base)
+    config_flags.check_dataset_path(config.data.dataset)
+    return config
+  except (runs.RunError, ValueError) as e:
+    raise EvaluationError(str(e)) from None
+
+
+def _class_names(mode, config):
+  """--classes, else the run's class list or the SavedModel's, else None (the dataset's)."""
   if FLAGS.classes:
     return list(FLAGS.classes)
-  folders = []
-  folder = flag_sources.run_folder(FLAGS.model_dir, FLAGS.checkpoint)
-  if folder:
-    folders.append(folder)
-  files = [os.path.join(f, flag_sources.CLASSES_FILENAME) for f in folders]
+  if config.class_names:
+    return list(config.class_names)
   if mode == 'saved_model':
-    from faster_rcnn_tf.evaluation import saved_model_runner
-    files.append(os.path.join(saved_model_runner.resolve_path(FLAGS.saved_model),
-                              saved_model_runner.EXPORT_INFO_FILE))
-  for path in files:
-    if os.path.isfile(path):
-      try:
-        with open(path, encoding='utf-8') as f:
-          return [str(c) for c in json.load(f)['class_names']]
-      except (ValueError, KeyError, TypeError) as e:
-        raise EvaluationError(f'{path}: has no "class_names" list ({e})') from None
+    try:
+      info = runs.read_export_info(runs.resolve_saved_model(FLAGS.saved_model))
+    except runs.RunError:
+      return None  # reported when the SavedModel is loaded
+    if info is not None:
+      if not isinstance(info.get('class_names'), list):
+        raise EvaluationError(f'{FLAGS.saved_model}: {runs.EXPORT_INFO_FILE} has no '
+                              '"class_names" list')
+      return [str(c) for c in info['class_names']]
   return None
 
 
-def _load_source(class_names):
+def _load_source(config, class_names):
   from faster_rcnn_tf.data import registry
-  where = f'--dataset={FLAGS.dataset} --eval_split={FLAGS.eval_split}'
+  data = config.data
+  where = f'--dataset={data.dataset} --eval_split={data.eval_split}'
   try:
-    source = registry.get_source(FLAGS.dataset, FLAGS.eval_split, classes=class_names,
-                                 seed=FLAGS.seed,
-                                 **{k: v for k, v in config_flags.source_kwargs(FLAGS).items()
-                                    if k != 'classes'})
+    source = registry.get_source(data.dataset, data.eval_split, classes=class_names,
+                                 seed=config.train.seed, **config_lib.source_kwargs(data))
   except (ValueError, FileNotFoundError, OSError, KeyError) as e:
     raise EvaluationError(f'{where}: {e}') from None
   if source.num_images == 0:
@@ -192,27 +192,40 @@ def _load_source(class_names):
   return source
 
 
-def _model_run(source, checkpoint_path, keep_images):
-  """Builds the model, restores the checkpoint and runs it over the split."""
-  import tensorflow as tf
-  from faster_rcnn_tf.evaluation import checkpoint_loading
-  from faster_rcnn_tf.evaluation import run_model
-  from faster_rcnn_tf.model import FasterRCNN
+def _load_checkpoint(config, source):
+  """(FasterRCNN restored from the checkpoint, checkpoint path, step), built for the
+  evaluated dataset's classes."""
+  config = config.replace(class_names=tuple(source.class_names))
+  folder = _run_folder()
   try:
-    config_flags.apply_precision(FLAGS)
-    model = FasterRCNN(**config_flags.model_kwargs(FLAGS, source.num_classes))
-  except (ValueError, OSError) as e:
-    raise EvaluationError(f'cannot build the model from the flags: {e}') from None
-  checkpoint_loading.restore_model(model, checkpoint_path, source.class_names)
-  return run_model.run_on_split(
-      tf.function(model.detect), source, batch_size=FLAGS.eval_batch_size,
-      min_size=FLAGS.min_size, max_size=FLAGS.max_size, max_images=FLAGS.max_eval_images,
-      keep_images=keep_images)
+    if folder:
+      loaded = runs.load_model(folder, FLAGS.checkpoint, config=config)
+      return loaded.model, loaded.checkpoint, loaded.step
+    # A checkpoint outside a run folder: the model comes from the flags alone.
+    path = runs.resolve_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
+    model = runs.build_model(config)
+    runs.restore_checkpoint(model, path, None, source.class_names)
+    return model, path, runs.checkpoint_step(path)
+  except runs.RunError as e:
+    raise EvaluationError(str(e)) from None
 
 
-def _produce(mode, source, keep_images):
+def _model_run(config, source, keep_images):
+  """Restores the checkpoint and runs the model over the split; (SplitRun, path, step)."""
+  import tensorflow as tf
+  from faster_rcnn_tf.evaluation import run_model
+  model, path, step = _load_checkpoint(config, source)
+  print(f'Evaluating {path} (step {step}) on {config.data.dataset} '
+        f'{config.data.eval_split}', flush=True)
+  run = run_model.run_on_split(
+      tf.function(model.detect), source, batch_size=config.train.eval_batch_size,
+      min_size=config.data.min_size, max_size=config.data.max_size,
+      max_images=FLAGS.max_eval_images, keep_images=keep_images)
+  return run, path, step
+
+
+def _produce(mode, config, source, keep_images):
   """(run_model.SplitRun, checkpoint path or None, checkpoint step or None)."""
-  from faster_rcnn_tf.evaluation import checkpoint_loading
   from faster_rcnn_tf.evaluation import run_model
   from faster_rcnn_tf.evaluation import saved_model_runner
   from faster_rcnn_tf.evaluation import scoring
@@ -227,20 +240,18 @@ def _produce(mode, source, keep_images):
     if mode == 'saved_model':
       detector = saved_model_runner.SavedModelDetector(FLAGS.saved_model)
       run = saved_model_runner.run_saved_model(
-          detector, source, batch_size=FLAGS.eval_batch_size,
+          detector, source, batch_size=config.train.eval_batch_size,
           max_images=FLAGS.max_eval_images, keep_images=keep_images)
       return run, None, None
-    path = checkpoint_loading.find_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
-    step = checkpoint_loading.checkpoint_step(path)
-    print(f'Evaluating {path} (step {step}) on {FLAGS.dataset} {FLAGS.eval_split}', flush=True)
-    return _model_run(source, path, keep_images), path, step
+    return _model_run(config, source, keep_images)
   except run_model.EmptySplitError as e:
-    raise EvaluationError(f'--dataset={FLAGS.dataset} --eval_split={FLAGS.eval_split}: '
-                          f'{e} (see the data problems logged above)') from None
+    raise EvaluationError(f'--dataset={config.data.dataset} --eval_split='
+                          f'{config.data.eval_split}: {e} (see the data problems logged '
+                          'above)') from None
 
 
 def _write_outputs(out_dir, run, scores, source, metric_names, table_data, checkpoint,
-                   step):
+                   step, config):
   """Writes every output file via a staging folder (all or nothing)."""
   from faster_rcnn_tf.evaluation import detections_io
   from faster_rcnn_tf.evaluation import report
@@ -251,7 +262,7 @@ def _write_outputs(out_dir, run, scores, source, metric_names, table_data, check
                                     FLAGS.sample_score_threshold)
   extra = {
       'metric_names': list(metric_names),
-      'dataset': FLAGS.dataset,
+      'dataset': config.data.dataset,
       'num_images': run.truth.num_images,
       'class_names': list(source.class_names),
       'category_ids': [int(c) for c in source.category_ids],
@@ -277,7 +288,8 @@ def _write_outputs(out_dir, run, scores, source, metric_names, table_data, check
       with open(stage.path('samples', name), 'wb') as f:
         f.write(data)
     report.write_metrics_json(stage.path(report.METRICS_FILENAME), metrics, per_class,
-                              split=FLAGS.eval_split, checkpoint_step=step, extra=extra)
+                              split=config.data.eval_split, checkpoint_step=step,
+                              extra=extra)
     stage.commit()
 
 
@@ -285,28 +297,26 @@ def evaluate():
   """The whole evaluation; raises EvaluationError for bad input."""
   from faster_rcnn_tf.evaluation import report
   from faster_rcnn_tf.evaluation import scoring
-  parsed = _PARSED[-1] if _PARSED else None
-  if parsed and parsed.ignored:
-    logging.info('Ignoring flags evaluate.py does not use (from flag files): %s',
-                 ', '.join(parsed.ignored))
   mode, metric_names = _check_flags()
-  source = _load_source(_class_names(mode))
+  config = _config()
+  source = _load_source(config, _class_names(mode, config))
   keep = FLAGS.num_sample_images if FLAGS.output_dir else 0
-  run, checkpoint, step = _produce(mode, source, keep)
+  run, checkpoint, step = _produce(mode, config, source, keep)
+  data = config.data
   scores = scoring.score(metric_names, run.truth, run.detections, run.results,
                          source.class_names, source.category_ids,
-                         coco_json=scoring.coco_json_path(FLAGS.dataset))
+                         coco_json=scoring.coco_json_path(data.dataset))
   metrics, per_class = report.collect_metrics(source.class_names, scores.voc, scores.coco)
   if FLAGS.output_dir:
     _write_outputs(FLAGS.output_dir, run, scores, source, metric_names, (metrics, per_class),
-                   checkpoint, step)
-  print(f'\n{FLAGS.dataset} {FLAGS.eval_split}: {run.truth.num_images} images, '
+                   checkpoint, step, config)
+  print(f'\n{data.dataset} {data.eval_split}: {run.truth.num_images} images, '
         f'{len(run.detections)} detections')
   print(report.format_class_table(per_class, metrics))
   if scores.coco is not None:
     print(scores.coco['summary'].rstrip())
   for label, value in scoring.headline(scores).items():
-    print(f'{label} on {FLAGS.dataset} {FLAGS.eval_split}: {value:.4f}')
+    print(f'{label} on {data.dataset} {data.eval_split}: {value:.4f}')
   if FLAGS.output_dir:
     print(f'Wrote {FLAGS.output_dir}: metrics.json, detections.json, pr_curves/, samples/')
   return 0
@@ -314,6 +324,7 @@ def evaluate():
 
 def main(argv):
   del argv
+  console.quiet_loggers()
   try:
     return evaluate()
   except EvaluationError as e:

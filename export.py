@@ -4,11 +4,13 @@
                      [--version=N] [--score_threshold=0.05] [--max_detections=100]
 
 writes exports/voc/N/ (N: one more than the highest version there, or --version, which must
-not exist yet). The model structure (backbone, anchors, --min_size / --max_size, ...) comes
-from MODEL_DIR/flags.cfg, read before the command line: flags given on the command line
-override it (typically --score_threshold and --max_detections; changing structure flags
-makes the checkpoint not fit). --checkpoint: a prefix (runs/voc/ckpt-70000, or ckpt-70000
-relative to --model_dir) or a folder (runs/voc/best); default the latest in --model_dir.
+not exist yet). The model (backbone, anchors, --min_size / --max_size, ...) is the run's,
+from MODEL_DIR/run_config.json; flags given on the command line override it (typically
+--score_threshold, --max_detections, or --detection_nms_method / --inference_splits for
+the serving machine's kind; changing structure flags makes the checkpoint not fit).
+--checkpoint: a prefix (runs/voc/ckpt-70000, or ckpt-70000 relative to --model_dir) or a
+folder (runs/voc/best); default the latest in --model_dir. --model_dir may also name a
+.keras file (model.save).
 
 Signatures (see faster_rcnn_tf/serving/export_module.py and docs/serving.md):
   serving_default  image_bytes string [batch] (JPEG / PNG)
@@ -19,21 +21,26 @@ detection_class_names and num_detections.
 Exit status: 0 exported, 2 bad flags / run folder / checkpoint / version (nothing written).
 """
 
+import os
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
+from faster_rcnn_tf import console
 
-from faster_rcnn_tf import config_flags
-from faster_rcnn_tf.serving import preprocess
-from faster_rcnn_tf.serving import run_dir
+console.quiet_start()
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from faster_rcnn_tf import config as config_lib  # noqa: E402
+from faster_rcnn_tf import config_flags  # noqa: E402
+from faster_rcnn_tf import runs  # noqa: E402
+from faster_rcnn_tf.serving import preprocess  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.define_data_flags()
 config_flags.define_model_flags()
-flags.DEFINE_string('model_dir', None, 'Training run folder (flags.cfg, classes.json, '
-                    'checkpoints).')
+flags.DEFINE_string('model_dir', None, 'Training run folder (run_config.json, '
+                    'checkpoints), or a .keras file.')
 flags.DEFINE_string('checkpoint', None, 'Checkpoint prefix or folder (default: the latest '
                     'in --model_dir).')
 flags.DEFINE_string('export_dir', None, 'Model base path: the SavedModel goes to '
@@ -51,14 +58,18 @@ def main(argv):
   if len(argv) > 1:
     print(f'{PROG}: error: unexpected arguments {argv[1:]}', file=sys.stderr)
     return 2
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # TF's INFO lines about saving are noise here.
+  console.quiet_loggers()
   from faster_rcnn_tf.serving import exporter
   try:
+    config = None
+    folder = runs.find_run_folder(FLAGS.model_dir) if FLAGS.model_dir and os.path.isdir(
+        FLAGS.model_dir) else None
+    if folder:  # the run's configuration, with the flags given here overriding it
+      config = config_lib.RunConfig.from_flags(FLAGS, base=runs.read_run_config(folder))
     path, info = exporter.export_saved_model(
-        FLAGS.model_dir, FLAGS.export_dir, FLAGS, checkpoint=FLAGS.checkpoint,
+        FLAGS.model_dir, FLAGS.export_dir, checkpoint=FLAGS.checkpoint, config=config,
         version=FLAGS.version, max_image_pixels=FLAGS.max_image_pixels)
-  except exporter.ExportError as e:
+  except (exporter.ExportError, runs.RunError, config_lib.ConfigError) as e:
     print(f'{PROG}: error: {e}', file=sys.stderr)
     return 2
   print(f'Exported {info["checkpoint"]} to {path} (version {info["version"]}; '
@@ -71,4 +82,4 @@ def main(argv):
 
 if __name__ == '__main__':
   app.run(lambda argv: sys.exit(main(argv)),
-          flags_parser=lambda argv: run_dir.parse_argv_with_run_config(argv, FLAGS, PROG))
+          flags_parser=lambda argv: config_flags.parse_argv(FLAGS, argv, PROG))

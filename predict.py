@@ -2,8 +2,9 @@
 
 One model source:
   --saved_model=DIR               an export (DIR = BASE/N, or BASE: its highest version)
-  --model_dir=DIR [--checkpoint]  a training run, restored in this process (model flags
-                                  from DIR/flags.cfg, as in export.py)
+  --model_dir=DIR [--checkpoint]  a training run (its run_config.json, as in export.py;
+                                  model flags given here override it) or a .keras file,
+                                  restored in this process
   --server=http://HOST:8501 --model_name=NAME [--model_version=N]   TF Serving REST
   --grpc=HOST:8500 --model_name=NAME [--model_version=N]            TF Serving gRPC
 
@@ -23,18 +24,24 @@ Exit status: 0 done (images that could not be read have an "error" in their reco
 import os
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
+from faster_rcnn_tf import console
 
-from faster_rcnn_tf import config_flags
-from faster_rcnn_tf.serving import run_dir
+console.quiet_start()
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+from faster_rcnn_tf import config as config_lib  # noqa: E402
+from faster_rcnn_tf import config_flags  # noqa: E402
+from faster_rcnn_tf import runs  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.define_data_flags()
 config_flags.define_model_flags()
 flags.DEFINE_string('saved_model', None, 'Exported SavedModel folder (BASE/N or BASE).')
-flags.DEFINE_string('model_dir', None, 'Training run folder, to predict from a checkpoint.')
+flags.DEFINE_string('model_dir', None, 'Training run folder, to predict from a checkpoint '
+                    '(or a .keras file).')
 flags.DEFINE_string('checkpoint', None, 'With --model_dir: checkpoint prefix or folder '
                     '(default: the latest).')
 flags.DEFINE_string('server', None, 'TF Serving REST address, e.g. http://localhost:8501.')
@@ -94,21 +101,20 @@ def _validate():
 def make_client(source):
   """The detection client for the chosen source (see faster_rcnn_tf/serving/client.py)."""
   from faster_rcnn_tf.serving import client
-  if source == 'saved_model':
+  if source in ('saved_model', 'model_dir'):
+    path = getattr(FLAGS, source)
     try:
-      return client.SavedModelClient(FLAGS.saved_model)
-    except client.ServingError as e:
-      raise UsageError(str(e))
-  if source == 'model_dir':
-    from faster_rcnn_tf.serving import export_module
-    try:
-      model, class_names, path = run_dir.restore_model(FLAGS.model_dir, FLAGS,
-                                                       FLAGS.checkpoint)
-    except run_dir.RunDirError as e:
-      raise UsageError(str(e))
-    module = export_module.DetectionModule(model, class_names, FLAGS.min_size,
-                                           FLAGS.max_size)
-    return client.ModuleClient(module, f'checkpoint {path}')
+      config = None
+      folder = runs.find_run_folder(path) if os.path.isdir(path) else None
+      if source == 'model_dir' and folder:  # the run's configuration, flags given win
+        config = config_lib.RunConfig.from_flags(FLAGS, base=runs.read_run_config(folder))
+      if source == 'saved_model' and runs.kind_of(path) != 'saved_model':
+        raise runs.RunError(f'{path}: not a SavedModel (no {runs.SAVED_MODEL_FILE} there '
+                            'nor in a numeric version folder)')
+      loaded = runs.load_model(path, FLAGS.checkpoint, config=config)
+    except (runs.RunError, config_lib.ConfigError) as e:
+      raise UsageError(f'--{source}={path}: {e}' if path not in str(e) else str(e))
+    return client.ModuleClient(loaded.detector(), loaded.description)
   if source == 'server':
     return client.RestClient(FLAGS.server, FLAGS.model_name, FLAGS.model_version,
                              FLAGS.timeout)
@@ -116,8 +122,7 @@ def make_client(source):
 
 
 def main(argv):
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  console.quiet_loggers()
   try:
     source = _validate()
     files = collect_images(argv[1:])
@@ -144,4 +149,4 @@ def main(argv):
 
 if __name__ == '__main__':
   app.run(lambda argv: sys.exit(main(argv)),
-          flags_parser=lambda argv: run_dir.parse_argv_with_run_config(argv, FLAGS, PROG))
+          flags_parser=lambda argv: config_flags.parse_argv(FLAGS, argv, PROG))

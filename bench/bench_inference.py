@@ -100,29 +100,24 @@ def build_parser():
 
 
 def resolve_saved_model(path):
-  """BASE/N as given, or BASE -> its highest numbered version folder."""
-  if os.path.exists(os.path.join(path, 'saved_model.pb')):
-    return path
-  if os.path.isdir(path):
-    versions = [d for d in os.listdir(path)
-                if d.isdigit() and os.path.exists(os.path.join(path, d, 'saved_model.pb'))]
-    if versions:
-      return os.path.join(path, max(versions, key=int))
-  raise ValueError(f'--saved_model={path}: no saved_model.pb there or in a numbered '
-                   'version folder under it')
+  """BASE/N as given, or BASE -> its highest numbered version folder (`runs`' lookup)."""
+  from faster_rcnn_tf import runs
+  try:
+    return runs.resolve_saved_model(path)
+  except runs.RunError as e:
+    raise ValueError(f'--saved_model={e}') from None
 
 
-def _run_model_kwargs(flagfile, num_classes):
-  """FasterRCNN kwargs from a training run's flags.cfg, read as export.py reads it."""
-  from absl import flags
-  from faster_rcnn_tf import config_flags
-  from faster_rcnn_tf.serving import run_dir
-  if 'backbone' not in flags.FLAGS:  # this script defines no absl flags of its own
-    config_flags.define_data_flags()
-    config_flags.define_model_flags()
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(['bench_inference', *run_dir.flagfile_args(flagfile)])
-  kwargs = config_flags.model_kwargs(flags.FLAGS, num_classes)
+def _run_model_kwargs(model_dir):
+  """FasterRCNN kwargs of a training run folder's configuration, or None when the
+  folder is gone or unreadable."""
+  from faster_rcnn_tf import config as config_lib
+  from faster_rcnn_tf import runs
+  try:
+    config = runs.read_run_config(model_dir)
+  except runs.RunError:
+    return None
+  kwargs = config_lib.model_kwargs(config, pretrained=False)
   for name in ('backbone_weights', 'compile_backbone'):  # random weights; speed only
     kwargs.pop(name)
   return kwargs
@@ -132,8 +127,8 @@ def saved_model_structure(path, backbone_override=''):
   """What the exported model computes, for its FLOP count, or None when unknown.
 
   Reads PATH/bench_info.json (bench/export_random.py) or PATH/export_info.json
-  (export.py; the structure flags then come from the training run's flags.cfg when it
-  is still there). Returns (FasterRCNN kwargs, min_size, max_size, pad_multiple).
+  (export.py; the structure then comes from the training run's configuration when the
+  run folder is still there). Returns (FasterRCNN kwargs, min_size, max_size, pad_multiple).
   """
   bench_info = os.path.join(path, 'bench_info.json')
   export_info = os.path.join(path, 'export_info.json')
@@ -145,10 +140,9 @@ def saved_model_structure(path, backbone_override=''):
     with open(export_info) as f:
       info = json.load(f)
     kwargs = {'num_classes': len(info['class_names']), 'backbone': info['backbone']}
-    flagfile = os.path.join(info.get('model_dir', ''), 'flags.cfg')
-    if os.path.exists(flagfile):
-      kwargs = _run_model_kwargs(flagfile, kwargs['num_classes'])
-      kwargs['backbone'] = info['backbone']
+    run_kwargs = _run_model_kwargs(info.get('model_dir', ''))
+    if run_kwargs is not None:
+      kwargs = dict(run_kwargs, backbone=info['backbone'])
   else:
     if not backbone_override:
       return None
@@ -171,26 +165,20 @@ def processed_size(height, width, min_size, max_size, pad_multiple):
   return -(-h // pad) * pad, -(-w // pad) * pad
 
 
-def saved_model_caller(path, signature='detect_images'):
-  """fn(uint8 images [B, H, W, 3]) -> host outputs, through the exported signature."""
-  import tensorflow as tf
-  loaded = tf.saved_model.load(path)
-  if signature not in loaded.signatures:
-    raise ValueError(f'{path} has no signature {signature!r} '
-                     f'(it has {sorted(loaded.signatures)})')
-  sig = loaded.signatures[signature]
-  specs = sig.structured_input_signature[1]
-  image_keys = [k for k, s in specs.items() if s.dtype == tf.uint8 and s.shape.rank == 4]
-  if len(image_keys) != 1:
-    raise ValueError(f'signature {signature!r} inputs {specs}: expected one uint8 '
-                     '[B, H, W, 3] input')
-  extra = [k for k in specs if k not in image_keys]
-  if extra:
-    raise ValueError(f'signature {signature!r} has inputs besides the images: {extra}')
-  key = image_keys[0]
+def saved_model_caller(path):
+  """fn(uint8 images [B, H, W, 3]) -> host outputs, through the export's 'detect_images'
+  signature (loaded by `runs.load_model`, which checks it)."""
+  from faster_rcnn_tf import runs
+  try:
+    loaded = runs.load_model(path)
+  except runs.RunError as e:
+    raise ValueError(str(e)) from None
+  if loaded.kind != 'saved_model':
+    raise ValueError(f'--saved_model={path}: not a SavedModel')
+  detector = loaded.detector()
 
   def call(images):
-    return common.to_host(sig(**{key: images}))
+    return common.to_host(detector.serve_images(images))
   call.loaded = loaded  # keeps the loaded object alive
   return call
 

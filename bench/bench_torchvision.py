@@ -1,4 +1,4 @@
-"""torchvision's Faster R-CNN on this machine: the yardstick of issue 7, measured in
+"""torchvision's Faster R-CNN on this machine: the yardstick for speed, measured in
 the same way as bench_inference / bench_train_step (needs torch and torchvision, which
 requirements files do not install: `pip install torch torchvision`).
 
@@ -150,8 +150,12 @@ def make_train_step(torch, model, device, images, targets, amp):
 
 
 def run(args):
-  import torch
-  import torchvision
+  try:
+    import torch
+    import torchvision
+  except ImportError as e:
+    raise common.BenchError(f'needs torch and torchvision, which the requirements files do '
+                            f'not install ({e}): pip install torch torchvision') from None
   torch.set_num_threads(args.threads)
   if args.device == 'auto':
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')

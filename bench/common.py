@@ -6,7 +6,9 @@ Every bench script
   2. calls `apply_tf_threads(args.threads)` (tf.config.threading intra / inter op);
   3. measures the fp32 matmul GFLOP/s of this machine in the same run
      (`measure_matmul`), so that every line can print the achieved fraction of it;
-  4. prints one JSON line per measurement (`emit`).
+  4. prints one JSON line per measurement (`emit`);
+  5. exits through `script_main`: non-zero when it measured nothing or every measurement
+     failed, so that a run whose lines are all errors is not taken for a result.
 
 Timing: `time_fn` runs `warmup` untimed calls (tracing, XLA compilation, allocator
 warm-up), then `repeats` timed calls; every call must return host (numpy) values so that
@@ -31,8 +33,8 @@ NUM_CLASSES = 20  # PASCAL VOC
 THREAD_ENV_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS',
                    'TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')
 
-# torchvision figures quoted in issue 7 for this machine class (NOT measured here: torch
-# is not installed). Seconds per image (inference) or per step (training, batch 1).
+# torchvision's reference figures for this machine class (NOT measured here: torch is not
+# a dependency; bench_torchvision.py measures them where it is installed). Seconds per image (inference) or per step (training, batch 1).
 TORCHVISION_REFERENCE = {
     ('inference', 'vgg16'): ('torchvision VGG16 Faster R-CNN, 600x800', 2.75),
     ('train_step', 'vgg16'): ('torchvision VGG16 Faster R-CNN, 600x800', 6.0),
@@ -68,11 +70,45 @@ def configure_threads_from_argv(argv=None, default=DEFAULT_THREADS):
   return threads
 
 
+class BenchError(Exception):
+  """Bad input or a missing requirement, reported as one line (no traceback)."""
+
+
+def measurements(records):
+  """The measurement records of a run: all but the roofline line and the 'fit' summaries."""
+  return [r for r in records if r.get('mode') != 'matmul_roofline' and not r.get('fit')]
+
+
+def exit_status(records, script='bench'):
+  """0 when at least one measurement succeeded; 1 (with a line on stderr) when the run
+  measured nothing or every measurement failed (its record carries an 'error')."""
+  measured = measurements(records or [])
+  if not measured:
+    print(f'{script}: error: no measurement was made', file=sys.stderr, flush=True)
+    return 1
+  failed = [r for r in measured if 'error' in r]
+  if len(failed) == len(measured):
+    print(f'{script}: error: all {len(measured)} measurements failed; the first: '
+          f'{failed[0]["error"]}', file=sys.stderr, flush=True)
+    return 1
+  return 0
+
+
 def script_main(build_parser, run, argv=None):
   """A bench script's entry point: threads first (before TensorFlow starts), then
-  `run(build_parser().parse_args(argv))`."""
+  `run(build_parser().parse_args(argv))`, then exit: status 0 when something was
+  measured, 1 when nothing was or every measurement failed (`exit_status`), 2 with one
+  line naming the problem on a bad flag value (ValueError) or a missing requirement
+  (BenchError)."""
+  script = os.path.basename(sys.argv[0]) or 'bench'
   configure_threads_from_argv(argv)
-  return run(build_parser().parse_args(argv))
+  args = build_parser().parse_args(argv)
+  try:
+    records = run(args)
+  except (BenchError, ValueError) as e:
+    print(f'{script}: error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  sys.exit(exit_status(records, script))
 
 
 def apply_tf_threads(threads):
@@ -311,7 +347,7 @@ def reference_fields(mode, backbone, height, width, sec_per_image):
   what, seconds = TORCHVISION_REFERENCE[key]
   return {'reference': {'what': what, 'seconds': seconds,
                         'unit': 's/step' if key[0] == 'train_step' else 's/image',
-                        'source': 'issue 7 (quoted, not measured here)',
+                        'source': 'reference figure (quoted, not measured here)',
                         'measured_over_reference': _round(sec_per_image / seconds, 4)}}
 
 

@@ -66,7 +66,11 @@ def main(argv=None):
   parser.add_argument('ours', nargs='+', help='Our bench JSON-lines files.')
   parser.add_argument('--torchvision', required=True, help="bench_torchvision's lines.")
   args = parser.parse_args(argv)
-  rows = compare(read_lines(args.ours), read_lines([args.torchvision]))
+  try:
+    rows = compare(read_lines(args.ours), read_lines([args.torchvision]))
+  except (OSError, ValueError, KeyError) as e:  # unreadable file, bad JSON, missing field
+    print(f'compare_torchvision.py: error: {type(e).__name__}: {e}', file=sys.stderr)
+    return 2
   if not rows:
     print('no configuration appears in both', file=sys.stderr)
     return 1

@@ -48,15 +48,13 @@ def export(args):
   """Returns the version folder written."""
   import tensorflow as tf
   from faster_rcnn_tf.serving import export_module
+  from faster_rcnn_tf.serving import exporter
   base = os.path.abspath(args.export_dir)
-  if args.version is None:
-    existing = [int(d) for d in os.listdir(base) if d.isdigit()] if os.path.isdir(base) else []
-    version = max(existing, default=0) + 1
-  else:
-    version = args.version
+  try:
+    version = exporter.choose_version(base, args.version)
+  except exporter.ExportError as e:
+    raise ValueError(f'{e}; nothing written') from None
   path = os.path.join(base, str(version))
-  if os.path.exists(path):
-    raise ValueError(f'{path} exists; nothing written')
   kwargs = dict(num_classes=len(VOC_CLASSES), backbone=args.backbone,
                 test_post_nms_topk=args.num_rois, inference_splits=args.inference_splits)
   model = common.build_model(args.backbone, len(VOC_CLASSES), args.seed,

@@ -19,7 +19,6 @@ local weights file saved from the same keras.applications model (`model.save_wei
 
 import collections
 import os
-import types
 
 import keras
 import tensorflow as tf
@@ -152,11 +151,16 @@ def build_backbone(name, weights=None, train_batch_norm=False, fold_batch_norm=T
   first thousands of steps' weights, and a model trained for 1500 steps detected
   nothing with them.
 
-  fold_batch_norm: a frozen batch norm layer right after a convolution is folded into it
-  (`batch_norm_folding`: one fused conv instead of a conv and a pass over its output;
-  the same result to float rounding). False keeps the separate layers (for comparisons).
+  Models with batch normalization are cloned (`batch_norm_folding.fold_batch_norm`,
+  weights copied) with `layers.batch_norm.FrozenBatchNormalization` layers: with its
+  moving statistics a layer runs TF's fused kernel, one pass over the activations where
+  Keras runs several. fold_batch_norm: moreover, a batch norm right after a
+  convolution is folded into it (one fused conv instead of a conv and a pass over its
+  output; the same result to float rounding). False keeps the separate layers (for
+  comparisons).
   """
   net = _build(name, weights)
+  models = []
   for model in (net.features, net.roi_head):
     for layer in model.layers:
       if isinstance(layer, keras.layers.BatchNormalization):
@@ -164,34 +168,8 @@ def build_backbone(name, weights=None, train_batch_norm=False, fold_batch_norm=T
           layer.momentum = TRAINED_BN_MOMENTUM
         else:
           layer.trainable = False
-        layer.call = types.MethodType(_batch_norm_call, layer)
-    if fold_batch_norm:
-      batch_norm_folding.fold_frozen_batch_norm(model)
-  return net
-
-
-_KERAS_BATCH_NORM_CALL = keras.layers.BatchNormalization.call
-
-
-def _batch_norm_call(layer, inputs, training=None, mask=None):
-  """BatchNormalization.call that uses TF's FusedBatchNormV3 with the moving statistics.
-
-  Keras computes inference-mode batch norm as separate element-wise ops, each a pass over
-  the activations; the fused op is one pass (MobileNetV2 inference at 600x800,
-  bench/bench_inference.py: 0.197 -> 0.180 s an image at batch 1, 0.182 -> 0.153 at
-  batch 8). Training-mode statistics, other axes and
-  ranks, and masks go to Keras' own call. Same result to float rounding.
-  """
-  use_batch_statistics = training and layer.trainable
-  if (use_batch_statistics or mask is not None or len(inputs.shape) != 4
-      or layer.axis not in (-1, 3) or not layer.center or not layer.scale):
-    return _KERAS_BATCH_NORM_CALL(layer, inputs, training=training, mask=mask)
-  outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-      inputs, tf.cast(layer.gamma, tf.float32), tf.cast(layer.beta, tf.float32),
-      mean=tf.cast(layer.moving_mean, tf.float32),
-      variance=tf.cast(layer.moving_variance, tf.float32), epsilon=layer.epsilon,
-      is_training=False)
-  return outputs
+    models.append(batch_norm_folding.fold_batch_norm(model, fold=fold_batch_norm))
+  return net._replace(features=models[0], roi_head=models[1])
 
 
 def _build(name, weights):

@@ -3,10 +3,9 @@
 On a CPU, one image's ops leave cores idle: single-threaded kernels (NMS, top-k,
 gathers), and the start and end of every multi-threaded op, where its threads wait for
 the slowest. A batch whose images run as two independent chains of ops lets TensorFlow's
-executor (inter-op parallelism) fill those gaps with the other chain's work. MobileNetV2
-inference on 2 cores: batch 8 as two sub-batches of 4 ran 1.25x-1.32x as fast as one
-batch of 8 (600x800 and 600x1000), VGG16 1.11x-1.16x (`bench/bench_inference.py
---inference_splits=1,2`, README Performance).
+executor (inter-op parallelism) fill those gaps with the other chain's work
+(`bench/bench_inference.py --inference_splits=1,2` measures it; figures in
+docs/performance.md).
 A GPU runs ops one after another on one stream, where a smaller batch per op only costs,
 and an XLA-compiled function (TPUs too) is one program with no inter-op parallelism, so
 'auto' splits on CPUs outside XLA only.

@@ -1,15 +1,21 @@
 """Command-line flags shared by train.py, evaluate.py, export.py and predict.py.
 
-This is the one place the configuration is read: the scripts turn flags into plain
-keyword arguments (`model_kwargs`, `data_kwargs`) and pass them down. Every flag can be
-set in a `--flagfile` (one `--name=value` a line; `#` starts a comment).
+Each flag sets the `config.RunConfig` field of the same name (`RunConfig.from_flags`
+builds the configuration from parsed flags; tests/test_config.py checks that names and
+defaults agree). Every flag can be set in a `--flagfile` (one `--name=value` a line; `#`
+starts a comment). To add a setting: define its flag here and add a field of the same
+name and default to the right section in faster_rcnn_tf/config.py.
 """
 
+import functools
 import os
+import sys
+import types
 
 from absl import flags
 
 from faster_rcnn_tf import backbones
+from faster_rcnn_tf import config as config_lib
 from faster_rcnn_tf import batch_splitting
 from faster_rcnn_tf.layers import detection_generator
 
@@ -43,7 +49,8 @@ def define_data_flags():
 
 
 def define_input_service_flags():
-  """train.py's flags for running the input pipeline on a tf.data service."""
+  """train.py's flags for running the input pipeline on a tf.data service (fields of
+  `config.DataConfig`; defined by `define_train_flags`)."""
   flags.DEFINE_string('data_service', '', 'grpc://HOST:PORT of a tf.data service dispatcher: '
                       'its workers run the input pipeline (tfrecord: datasets; see '
                       'faster_rcnn_tf/data/service.py). Empty: preprocess locally.')
@@ -72,14 +79,15 @@ def define_model_flags():
   flags.DEFINE_integer('rpn_num_samples', 256, 'Anchors sampled per image.')
   flags.DEFINE_integer('roi_num_samples', 128, 'RoIs sampled per image for the head.')
   flags.DEFINE_float('roi_fg_fraction', 0.25, 'Largest foreground fraction of sampled RoIs.')
-  flags.DEFINE_float('roi_bg_iou_lo', 0.0, 'Background RoIs have IoU in [this, 0.5).')
+  flags.DEFINE_float('roi_bg_iou_lo', config_lib.ROI_BG_IOU_LO,
+                    'Background RoIs have IoU in [this, 0.5).')
   flags.DEFINE_float('score_threshold', 0.05, 'Detections scoring at most this are dropped.')
   flags.DEFINE_integer('max_detections', 100, 'Detections per image.')
   flags.DEFINE_enum('precision', 'float32', list(PRECISIONS),
                     "Keras dtype policy: float32, mixed_float16 (GPUs: float16 compute, "
                     "loss scaling in training) or mixed_bfloat16 (bfloat16 compute: GPUs, "
-                    "and CPUs with AVX512-BF16 / AMX, where oneDNN runs it several times "
-                    "faster than float32). Variables stay float32, so checkpoints load "
+                    "and CPUs with AVX512-BF16 / AMX, where oneDNN has bfloat16 kernels "
+                    "faster than its float32 ones). Variables stay float32, so checkpoints load "
                     "under any of them; evaluate.py / export.py / predict.py read the "
                     "run's value unless given one.")
   flags.DEFINE_enum('detection_nms_method', 'auto', list(detection_generator.NMS_METHODS),
@@ -101,6 +109,131 @@ def define_model_flags():
   flags.DEFINE_bool('compile_backbone', False, 'Run the backbone XLA-compiled even when the '
                     'rest is not (faster VGG16 / ResNet convolutions on CPUs; not for '
                     'MobileNet). Exports ignore it.')
+
+
+def define_train_flags():
+  """train.py's own flags: the `config.TrainConfig` fields (and --mixed_precision)."""
+  from faster_rcnn_tf.training import distribute
+  from faster_rcnn_tf.training import optimizer
+  flags.DEFINE_string('model_dir', None, 'Folder for checkpoints, run_config.json and '
+                      'summaries.')
+  flags.DEFINE_integer('num_steps', 70000, 'Training steps (global batches).')
+  flags.DEFINE_integer('batch_size', 1, 'Global batch size (split across replicas).')
+  flags.DEFINE_float('learning_rate', 0.001, 'Base learning rate.')
+  flags.DEFINE_enum('optimizer', 'sgd', list(optimizer.OPTIMIZERS),
+                    "'sgd' (the reference) or 'adam'.")
+  flags.DEFINE_float('momentum', 0.9, 'SGD momentum (Adam: beta_1).')
+  flags.DEFINE_float('weight_decay', 1e-4, 'L2 weight decay on kernels (not biases / norms).')
+  flags.DEFINE_bool('double_bias_lr', True, 'Biases learn at twice the learning rate.')
+  flags.DEFINE_list('lr_decay_steps', ['50000'], 'Steps at which the rate is multiplied by '
+                    '--lr_decay_factor.')
+  flags.DEFINE_float('lr_decay_factor', 0.1, 'Step decay factor.')
+  flags.DEFINE_integer('warmup_steps', 0, 'Linear warm-up steps (0: none).')
+  flags.DEFINE_float('clip_grad_norm', 0.0, 'Global gradient norm clip (0: none).')
+  flags.DEFINE_enum('strategy', 'default', list(distribute.STRATEGIES),
+                    'tf.distribute strategy.')
+  flags.DEFINE_string('tpu', '', 'TPU address for --strategy=tpu.')
+  flags.DEFINE_integer('cpu_devices', 0, 'Split the CPU into this many logical devices '
+                       '(to run --strategy=mirrored without GPUs).')
+  flags.DEFINE_bool('mixed_precision', False, 'Shorthand for --precision=mixed_float16.')
+  flags.DEFINE_bool('jit_compile', False, 'Compile the training step with XLA (not on GPUs '
+                    'with TF 2.21: XLA lowers the NMS kernel to a slow sequential loop; see '
+                    'docs/performance.md).')
+  flags.DEFINE_integer('seed', 0, 'Random seed (sampling, shuffling, flips, '
+                       'initialization).')
+  flags.DEFINE_bool('deterministic', False, 'Deterministic ops and a data order that a '
+                    'resumed run reproduces exactly.')
+  flags.DEFINE_integer('eval_every', 0, 'Evaluate every N steps and keep the best '
+                       'checkpoint (0: only at the end).')
+  flags.DEFINE_integer('checkpoint_every', 1000, 'Checkpoint every N steps.')
+  flags.DEFINE_integer('keep_checkpoints', 5, 'Recent checkpoints kept.')
+  flags.DEFINE_integer('log_every', 10, 'Progress line every N steps.')
+  flags.DEFINE_integer('summary_every', 50, 'TensorBoard scalars every N steps.')
+  flags.DEFINE_bool('final_eval', True, 'Evaluate on --eval_split after training.')
+  flags.DEFINE_integer('eval_batch_size', 4, 'Images per evaluation batch.')
+  flags.DEFINE_integer('max_eval_images', 0, 'Evaluate on at most this many images '
+                       '(0: all).')
+  flags.DEFINE_integer('stop_after_steps', 0, 'Testing aid: exit after this '
+                       'many steps of this invocation without a final checkpoint (0: off).')
+  define_input_service_flags()
+
+
+DEFINERS = (define_data_flags, define_model_flags, define_train_flags)
+
+
+def new_flag_values(definers=DEFINERS):
+  """A fresh absl FlagValues holding the flags `definers` define (default: all of train.py's
+  configuration flags); the global flags.FLAGS is left alone."""
+  flag_values = flags.FlagValues()
+
+  def bound(name):
+    fn = getattr(flags, name)
+    return functools.partial(fn, flag_values=flag_values) if name.startswith('DEFINE') else fn
+
+  module = sys.modules[__name__]
+  shim = types.SimpleNamespace(**{n: bound(n) for n in dir(flags) if not n.startswith('_')})
+  real = module.flags
+  module.flags = shim
+  try:
+    for define in definers:
+      define()
+  finally:
+    module.flags = real
+  return flag_values
+
+
+def flag_name(arg):
+  """'--name=value' / '--name' / '-name' -> 'name'; None for a non-flag argument."""
+  if not arg.startswith('-') or arg in ('-', '--'):
+    return None
+  return arg.lstrip('-').split('=', 1)[0]
+
+
+def _defined(flag_values, name):
+  """Whether an argument name sets a flag of flag_values ('noflip' sets 'flip')."""
+  if name in flag_values:
+    return True
+  return name.startswith('no') and name[2:] in flag_values and isinstance(
+      flag_values[name[2:]], flags.BooleanFlag)
+
+
+def file_args(flag_values, path):
+  """The arguments of flagfile `path` (nested --flagfile lines expanded) that name flags
+  of flag_values; lines naming other flags are left out."""
+  args = flag_values.read_flags_from_files([f'--flagfile={path}'], force_gnu=False)
+  return [a for a in args if flag_name(a) is not None and _defined(flag_values, flag_name(a))]
+
+
+def parse_argv(flag_values, argv, prog):
+  """absl `flags_parser` for evaluate.py, export.py and predict.py.
+
+  Like absl's own parser, except that the lines of a --flagfile naming flags this script
+  does not define are skipped, so a training config (configs/*.cfg, with --num_steps,
+  --learning_rate, ...) can be given to every script; on the command line itself an
+  unknown flag is an error. A flag error prints one line and exits with status 2.
+  Returns the positional arguments, argv[0] first.
+  """
+  args = []
+  rest = list(argv[1:])
+  i = 0
+  try:
+    while i < len(rest):
+      arg = rest[i]
+      if arg == '--':
+        args.extend(rest[i:])
+        break
+      if flag_name(arg) == 'flagfile':
+        if '=' not in arg and i + 1 < len(rest):  # '--flagfile FILE'
+          arg = f'--flagfile={rest[i + 1]}'
+          i += 1
+        args.extend(file_args(flag_values, arg.split('=', 1)[1]))
+      else:
+        args.append(arg)
+      i += 1
+    return flag_values([argv[0] if argv else prog, *args])
+  except (flags.Error, OSError) as e:
+    print(f'{prog}: error: {e}\nPass --help to see the flags.', file=sys.stderr)
+    sys.exit(2)
 
 
 PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
@@ -134,39 +267,6 @@ def apply_precision(f):
   precision = resolve_precision(f)
   keras.mixed_precision.set_global_policy(precision)
   return precision
-
-
-def model_kwargs(f, num_classes):
-  """FasterRCNN keyword arguments from parsed flags."""
-  weights = f.backbone_weights
-  return dict(
-      num_classes=num_classes, backbone=f.backbone,
-      backbone_weights=None if weights in ('', 'none') else weights,
-      freeze_early_layers=f.freeze_early_layers, train_batch_norm=f.train_batch_norm,
-      anchor_base_size=f.anchor_base_size,
-      anchor_scales=tuple(float(v) for v in f.anchor_scales),
-      anchor_ratios=tuple(float(v) for v in f.anchor_ratios),
-      rpn_channels=f.rpn_channels, train_pre_nms_topk=f.train_pre_nms_topk,
-      train_post_nms_topk=f.train_post_nms_topk, test_pre_nms_topk=f.test_pre_nms_topk,
-      test_post_nms_topk=f.test_post_nms_topk, rpn_num_samples=f.rpn_num_samples,
-      roi_num_samples=f.roi_num_samples, roi_fg_fraction=f.roi_fg_fraction,
-      roi_bg_iou_lo=f.roi_bg_iou_lo, score_threshold=f.score_threshold,
-      max_detections=f.max_detections, detection_nms_method=f.detection_nms_method,
-      compile_backbone=f.compile_backbone, inference_splits=f.inference_splits)
-
-
-def source_kwargs(f):
-  """Keyword arguments for `data.registry.get_source` from parsed flags."""
-  return dict(classes=f.classes, data_dir=f.data_dir, val_fraction=f.val_fraction,
-              label_map=f.label_map or None,
-              shapes_options=dict(image_size=f.shapes_image_size,
-                                  train_images=f.shapes_train_images,
-                                  test_images=f.shapes_test_images))
-
-
-def pipeline_kwargs(f):
-  """Keyword arguments for `data.pipeline.make_dataset` from parsed flags."""
-  return dict(min_size=f.min_size, max_size=f.max_size, max_boxes=f.max_boxes)
 
 
 def check_dataset_path(spec):

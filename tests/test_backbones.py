@@ -139,3 +139,23 @@ def test_freeze_layers():
   for layer in net.features.layers:
     frozen = layer.name.startswith(('block1_', 'block2_'))
     assert layer.trainable == (not frozen), layer.name
+
+
+def test_weights_file_lands_in_the_cloned_batch_norm_backbone(tmp_path):
+  """A MobileNetV2 weights file (batch norm statistics included) is loaded before the
+  backbone is cloned with its folded / frozen layers: the clone carries it."""
+  base = keras.applications.MobileNetV2(include_top=False, weights=None,
+                                        input_shape=(None, None, 3))
+  rng = np.random.default_rng(8)
+  bn = base.get_layer('block_5_project_BN')
+  bn.moving_mean.assign(rng.normal(size=bn.moving_mean.shape).astype(np.float32))
+  conv = base.get_layer('block_5_depthwise')
+  conv.kernel.assign(rng.normal(size=conv.kernel.shape).astype(np.float32))
+  path = str(tmp_path / 'mobilenet.weights.h5')
+  base.save_weights(path)
+  net = backbones.build_backbone('mobilenet_v2', path)
+  clone_bn = net.features.get_layer('block_5_project_BN')
+  assert type(clone_bn).__name__ == 'FrozenBatchNormalization' and clone_bn.folded
+  np.testing.assert_array_equal(clone_bn.moving_mean.numpy(), bn.moving_mean.numpy())
+  np.testing.assert_array_equal(net.features.get_layer('block_5_depthwise').kernel.numpy(),
+                                conv.kernel.numpy())

@@ -96,20 +96,41 @@ def _images(seed=1):
   return np.random.default_rng(seed).normal(size=(2, 9, 11, 3)).astype(np.float32)
 
 
+def _folded(model):
+  """fold_batch_norm's clone of `model`, checked to link all of `model`'s pairs."""
+  pairs = batch_norm_folding.find_conv_batch_norm_pairs(model)
+  folded = batch_norm_folding.fold_batch_norm(model)
+  assert batch_norm_folding.attach_folded_layers(folded) == len(pairs)
+  return folded
+
+
 def test_folded_model_equals_numpy_conv_and_batch_norm():
-  model = _small_model()
-  assert batch_norm_folding.fold_frozen_batch_norm(model) == 3
+  original = _small_model()
+  assert len(batch_norm_folding.find_conv_batch_norm_pairs(original)) == 3
+  model = batch_norm_folding.fold_batch_norm(original)
   x = _images()
   want = _np_small_model(model, x.astype(np.float64))
+  np.testing.assert_allclose(_np_small_model(original, x.astype(np.float64)), want)
   for training in (False, True):  # frozen batch norm: moving statistics either way
     np.testing.assert_allclose(model(x, training=training).numpy(), want,
                                rtol=1e-4, atol=1e-4)
-  assert batch_norm_folding.fold_frozen_batch_norm(model) == 0  # already folded
+  assert batch_norm_folding.find_conv_batch_norm_pairs(model) == []  # already folded
+
+
+def test_folding_swaps_layer_classes_and_replaces_no_call():
+  """Real layer classes, cloned in; no instance has its own `call` attribute."""
+  original = _small_model()
+  model = batch_norm_folding.fold_batch_norm(original)
+  types = {layer.name: type(layer).__name__ for layer in model.layers}
+  assert types['conv_a'] == 'FoldedConv2D' and types['dw_b'] == 'FoldedDepthwiseConv2D'
+  assert types['bn_a'] == 'FrozenBatchNormalization'
+  assert [layer.name for layer in model.layers] == [layer.name for layer in original.layers]
+  for layer in list(model.layers) + list(original.layers):
+    assert 'call' not in vars(layer), layer.name
 
 
 def test_folded_graph_has_no_batch_norm_pass():
-  model = _small_model()
-  batch_norm_folding.fold_frozen_batch_norm(model)
+  model = _folded(_small_model())
   graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(
       tf.TensorSpec([2, 9, 11, 3], tf.float32)).graph
   types = [op.type for op in graph.get_operations()]
@@ -121,7 +142,7 @@ def test_folded_graph_has_no_batch_norm_pass():
 def test_folded_kernel_gradients_equal_unfolded_ones():
   unfolded, folded = _small_model(), _small_model()
   folded.set_weights(unfolded.get_weights())
-  batch_norm_folding.fold_frozen_batch_norm(folded)
+  folded = _folded(folded)
   x = _images()
 
   def grads(model):
@@ -137,8 +158,7 @@ def test_folded_kernel_gradients_equal_unfolded_ones():
 
 
 def test_trainable_batch_norm_is_not_folded_and_uses_batch_statistics():
-  model = _small_model()
-  batch_norm_folding.fold_frozen_batch_norm(model)
+  model = _folded(_small_model())
   bn_c = model.get_layer('bn_c')
   bn_c.trainable = True
   x = _images()
@@ -151,15 +171,25 @@ def test_trainable_batch_norm_is_not_folded_and_uses_batch_statistics():
                              rtol=1e-4, atol=1e-4)
 
 
-def test_weights_and_saved_files_are_unchanged(tmp_path):
-  plain, folded = _small_model(), _small_model(seed=3)
-  batch_norm_folding.fold_frozen_batch_norm(folded)
+def test_weights_and_checkpoints_are_unchanged(tmp_path):
+  """Same weight paths; a tf.train.Checkpoint of the plain Keras model restores into the
+  folded clone and back (checkpoints address layers by position and attribute); Keras
+  weight files round-trip between folded models."""
+  plain, folded = _small_model(), _folded(_small_model(seed=3))
   assert [w.path for w in folded.weights] == [w.path for w in plain.weights]
-  path = str(tmp_path / 'folded.weights.h5')
-  folded.save_weights(path)
-  plain.load_weights(path)
   x = _images()
-  np.testing.assert_allclose(plain(x).numpy(), folded(x).numpy(), rtol=1e-4, atol=1e-4)
+  want = _np_small_model(plain, x.astype(np.float64))
+  path = tf.train.Checkpoint(model=plain).save(str(tmp_path / 'plain' / 'ckpt'))
+  assert ([name for name, _ in tf.train.list_variables(path)]
+          == [name for name, _ in tf.train.list_variables(
+              tf.train.Checkpoint(model=folded).save(str(tmp_path / 'folded' / 'ckpt')))])
+  tf.train.Checkpoint(model=folded).restore(path).assert_consumed()
+  np.testing.assert_allclose(folded(x).numpy(), want, rtol=1e-4, atol=1e-4)
+  weights_path = str(tmp_path / 'folded.weights.h5')
+  folded.save_weights(weights_path)
+  again = _folded(_small_model(seed=5))
+  again.load_weights(weights_path)
+  np.testing.assert_allclose(again(x).numpy(), want, rtol=1e-4, atol=1e-4)
 
 
 def test_pairs_need_a_conv_whose_only_consumer_is_the_batch_norm():
@@ -183,11 +213,12 @@ def test_backbones_fold_every_conv_batch_norm_pair_with_the_same_result(name):
   folded.features.set_weights(plain.features.get_weights())
   folded.roi_head.set_weights(plain.roi_head.get_weights())
   for model in (folded.features, folded.roi_head):
-    batch_norm_count = sum(isinstance(layer, keras.layers.BatchNormalization)
-                           for layer in model.layers)
-    pairs = batch_norm_folding.find_conv_batch_norm_pairs(model)
-    assert len(pairs) == batch_norm_count  # all of them
-  assert batch_norm_folding.find_conv_batch_norm_pairs(folded.features)
+    batch_norms = [layer for layer in model.layers
+                   if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(layer.folded for layer in batch_norms)  # all of them
+    assert batch_norm_folding.attach_folded_layers(model) == len(batch_norms)
+  assert any(isinstance(layer, keras.layers.BatchNormalization)
+             for layer in folded.features.layers)
   x = tf.random.stateless_uniform([1, 64, 96, 3], seed=[1, 2], minval=-1.0, maxval=1.0)
   want = plain.features(x, training=False).numpy()
   got = folded.features(x, training=False).numpy()
@@ -198,21 +229,19 @@ def test_backbones_fold_every_conv_batch_norm_pair_with_the_same_result(name):
                              rtol=1e-3, atol=1e-3 * np.abs(want).max())
 
 
-def test_trainable_batch_norm_is_folded_inside_moving_statistics():
-  model = _small_model()
-  batch_norm_folding.fold_frozen_batch_norm(model)
+def test_trainable_batch_norm_is_folded_in_inference_mode():
+  model = _folded(_small_model())
   for layer in model.layers:
     if isinstance(layer, keras.layers.BatchNormalization):
       layer.trainable = True
   x = _images()
-  with batch_norm_folding.moving_statistics():
-    graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(
-        tf.TensorSpec(x.shape, tf.float32)).graph
-    got = model(x, training=False).numpy()
+  graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(
+      tf.TensorSpec(x.shape, tf.float32)).graph
+  got = model(x, training=False).numpy()
   assert not any(op.type.startswith('FusedBatchNorm') for op in graph.get_operations())
   np.testing.assert_allclose(got, _np_small_model(model, x.astype(np.float64)),
                              rtol=1e-4, atol=1e-4)
-  # Outside it, trainable batch norm is Keras' again (batch statistics in training).
+  # In training mode trainable batch norm is Keras' (batch statistics).
   out = model(x, training=True).numpy()
   np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), model.get_layer('bn_c').beta.numpy(),
                              atol=1e-4)
@@ -333,8 +362,8 @@ def _np_padded_model(model, x):
 
 @pytest.mark.parametrize('height,width,absorbed', [(8, 10, True), (7, 10, False)])
 def test_zero_padding_is_absorbed_on_even_sizes_only(height, width, absorbed):
-  model = _padded_model()
-  assert batch_norm_folding.fold_frozen_batch_norm(model) == 2
+  model = _folded(_padded_model())
+  assert model.get_layer('dw').padding_name == 'pad'
   x = np.random.default_rng(5).normal(size=(2, height, width, 3)).astype(np.float32)
   graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(
       tf.TensorSpec(x.shape, tf.float32)).graph
@@ -346,8 +375,7 @@ def test_zero_padding_is_absorbed_on_even_sizes_only(height, width, absorbed):
 
 
 def test_absorbed_padding_with_batch_statistics_equals_keras():
-  folded, plain = _padded_model(), _padded_model()
-  batch_norm_folding.fold_frozen_batch_norm(folded)
+  folded, plain = _folded(_padded_model()), _padded_model()
   for model in (folded, plain):
     for layer in model.layers:
       if isinstance(layer, keras.layers.BatchNormalization):
@@ -362,8 +390,7 @@ def test_absorbed_padding_with_batch_statistics_equals_keras():
 def test_unknown_sizes_pad_alike_under_a_declared_input_multiple(multiple, absorbed):
   """The padded model's pad sees the input's own size (1x1 conv, stride 1): multiples of
   2 are all even, so absorbed; multiples of 3 may be odd; no declaration: kept."""
-  model = _padded_model()
-  batch_norm_folding.fold_frozen_batch_norm(model)
+  model = _folded(_padded_model())
   context = (batch_norm_folding.input_size_multiple(multiple) if multiple
              else contextlib.nullcontext())
   fn = tf.function(lambda t: model(t, training=False))
@@ -378,7 +405,6 @@ def test_unknown_sizes_pad_alike_under_a_declared_input_multiple(multiple, absor
 
 def test_mobilenet_padding_strides():
   net = backbones.build_backbone('mobilenet_v2', None)
-  strides = {layer.name: batch_norm_folding._input_stride(net.features, layer)  # pylint: disable=protected-access
-             for layer in net.features.layers
-             if isinstance(layer, keras.layers.ZeroPadding2D)}
+  strides = {layer.padding_name: layer.input_stride for layer in net.features.layers
+             if getattr(layer, 'padding_name', None)}
   assert strides == {'block_1_pad': 2, 'block_3_pad': 4, 'block_6_pad': 8}

@@ -273,3 +273,22 @@ def test_compare_torchvision_joins_matching_lines(tmp_path, capsys):
   assert rows[0]['speedup_over_torchvision'] == pytest.approx(1.5)
   assert rows[1]['speedup_over_torchvision'] == pytest.approx(2.5)
   assert compare_torchvision.main([str(tv_path), f'--torchvision={tv_path}']) == 1
+
+
+def test_previous_code_bench_against_this_tree(capsys):
+  """bench_previous.py with this tree as the 'previous' code: a renamed copy runs beside
+  it, and the two traced graphs have the same ops."""
+  import os
+  from bench import bench_previous
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  args = bench_previous.build_parser().parse_args([
+      f'--previous={root}', '--cases=inference', '--inference_size=64x96', '--repeats=2',
+      '--warmup=1'])
+  (record,) = bench_previous.run(args)
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == record
+  assert (record['case'], record['size'], record['batch']) == ('inference', '64x96', 1)
+  assert len(record['sec_current_all']) == len(record['sec_previous_all']) == 2
+  assert record['ratio_current_over_previous'] == pytest.approx(
+      record['sec_current_median'] / record['sec_previous_median'], rel=5e-2)
+  assert record['graph_ops_current'] == record['graph_ops_previous'] > 100
+  assert record['graph_op_type_differences'] == {}

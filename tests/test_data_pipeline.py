@@ -130,10 +130,29 @@ def test_training_drops_remainder_and_repeats():
   assert ds.element_spec[inputs.IMAGES].shape.as_list() == [2, None, None, 3]
 
 
-def test_measure_pipeline_counts_images():
+class _Clock:
+  """A stand-in for `time` whose perf_counter advances 2 seconds a call, so that a rate
+  is images counted / 2 exactly, whatever the machine's speed."""
+
+  def __init__(self):
+    self.now = 100.0
+
+  def perf_counter(self):
+    self.now += 2.0
+    return self.now
+
+
+def test_measure_pipeline_counts_images(monkeypatch):
+  # Catches counting batches (or a fixed batch size) instead of the images each batch
+  # holds, and counting the warm-up batches.
+  monkeypatch.setattr(pipeline, 'time', _Clock())
   source = InMemorySource([_record(8, 8, [], [], i) for i in range(4)], ['a'])
   ds = pipeline.make_dataset(source, training=True, batch_size=2, min_size=8, max_size=8)
-  rate = pipeline.measure_pipeline(ds, 5)
-  assert rate > 0
+  assert pipeline.measure_pipeline(ds, 5) == 5 * 2 / 2.0  # 5 batches of 2 images, 2 s
+  # Evaluation batches of 3, 3, 3, 1 (10 images): the first two are warm-up, and the
+  # timed ones hold 3 + 1 images (the dataset ends before the 6 batches asked for).
+  source = InMemorySource([_record(8, 8, [], [], i) for i in range(10)], ['a'])
+  ds = pipeline.make_dataset(source, training=False, batch_size=3, min_size=8, max_size=8)
+  assert pipeline.measure_pipeline(ds, 6, warmup_batches=2) == (3 + 1) / 2.0
   assert pipeline.measure_pipeline(tf.data.Dataset.from_tensors({inputs.IMAGES: tf.zeros([3])})
                                    .repeat(2), 5, warmup_batches=2) == 0.0

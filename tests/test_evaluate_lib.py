@@ -9,7 +9,9 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from faster_rcnn_tf.evaluation import flag_sources
+from faster_rcnn_tf import config as config_lib
+from faster_rcnn_tf import config_flags
+from faster_rcnn_tf import runs
 from faster_rcnn_tf.evaluation import run_model
 from faster_rcnn_tf.evaluation import saved_model_runner
 from faster_rcnn_tf.evaluation import scoring
@@ -31,50 +33,51 @@ def _flag_values():
   return fv
 
 
-RUN_FLAGS = ['dataset', 'backbone', 'eval_batch_size', 'flip']
-
-
 def _write(path, lines):
   path.write_text('\n'.join(lines) + '\n')
   return str(path)
 
 
-def test_run_flags_cfg_supplies_model_flags_and_the_command_line_wins(tmp_path):
-  run = tmp_path / 'run'
-  run.mkdir()
-  _write(run / 'flags.cfg', ['--dataset=voc:/data/voc', '--backbone=tiny', '--noflip',
-                             '--eval_batch_size=8', '--num_steps=70000', '--verbosity=1',
-                             '--model_dir=/somewhere/else', '--output_dir=/not/this'])
+def test_run_config_supplies_settings_and_the_command_line_wins(tmp_path):
+  run = config_lib.RunConfig(class_names=('a', 'b'))
+  run.data.dataset, run.model.backbone, run.data.flip = 'voc:/data/voc', 'tiny', False
+  run.train.eval_batch_size = 8
   fv = _flag_values()
-  parsed = flag_sources.parse(fv, ['prog', f'--model_dir={run}', '--eval_batch_size=2'],
-                              RUN_FLAGS)
-  assert parsed.run_flags_file == str(run / 'flags.cfg')
-  assert (fv.dataset, fv.backbone, fv.flip) == ('voc:/data/voc', 'tiny', False)
-  assert fv.eval_batch_size == 2                      # command line beats flags.cfg
-  assert fv.model_dir == str(run)                     # flags.cfg never moves the run
-  assert fv.output_dir is None                        # only the run flags are taken
+  config_flags.parse_argv(fv, ['prog', '--model_dir=/x', '--eval_batch_size=2'], 'prog')
+  config = config_lib.RunConfig.from_flags(fv, base=run)
+  assert (config.data.dataset, config.model.backbone, config.data.flip) == (
+      'voc:/data/voc', 'tiny', False)
+  assert config.train.eval_batch_size == 2             # command line beats the run
+  assert config.class_names == ('a', 'b')
+  assert config.model.rpn_channels == run.model.rpn_channels  # no flag here: the run's
 
 
-def test_flagfile_training_flags_are_ignored_but_unknown_command_line_flags_fail(tmp_path):
+def test_flagfile_training_flags_are_ignored_but_unknown_command_line_flags_fail(
+    tmp_path, capsys):
   cfg = _write(tmp_path / 'x.cfg', ['# a training config', '--backbone=tiny',
-                                    '--num_steps=100', '--learning_rate=0.01',
+                                    '--num_steps=100', '--learning_rate=0.01', '--noflip',
                                     '--model_dir=' + str(tmp_path / 'nope')])
   fv = _flag_values()
-  parsed = flag_sources.parse(fv, ['prog', f'--flagfile={cfg}', '--backbone=resnet50'],
-                              RUN_FLAGS)
-  assert fv.backbone == 'resnet50'
-  assert parsed.ignored == ['num_steps', 'learning_rate']
-  assert parsed.run_flags_file is None                # the run folder has no flags.cfg
-  with pytest.raises(flags.Error, match='num_steps'):
-    flag_sources.parse(_flag_values(), ['prog', '--num_steps=3'], RUN_FLAGS)
+  config_flags.parse_argv(fv, ['prog', f'--flagfile={cfg}', '--backbone=resnet50'], 'prog')
+  assert fv.backbone == 'resnet50' and fv.flip is False
+  assert fv.model_dir == str(tmp_path / 'nope')
+  with pytest.raises(SystemExit) as exit_info:
+    config_flags.parse_argv(_flag_values(), ['prog', '--num_steps=3'], 'prog')
+  assert exit_info.value.code == 2
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert lines[0].startswith('prog: error:') and 'num_steps' in lines[0]
 
 
 def test_run_folder_of_a_checkpoint_is_its_folder_or_the_parent_of_best(tmp_path):
   (tmp_path / 'best').mkdir()
-  (tmp_path / 'flags.cfg').write_text('--backbone=tiny\n')
-  assert flag_sources.run_folder(None, str(tmp_path / 'ckpt-3')) == str(tmp_path)
-  assert flag_sources.run_folder(None, str(tmp_path / 'best')) == str(tmp_path)
-  assert flag_sources.run_folder('/given', str(tmp_path / 'ckpt-3')) == '/given'
+  (tmp_path / 'best' / 'checkpoint').write_text('model_checkpoint_path: "ckpt-3"\n')
+  (tmp_path / 'export').mkdir()
+  (tmp_path / 'run_config.json').write_text('{}')
+  assert runs.find_run_folder(str(tmp_path / 'ckpt-3')) == str(tmp_path)
+  assert runs.find_run_folder(str(tmp_path / 'best')) == str(tmp_path)
+  assert runs.find_run_folder(str(tmp_path / 'best' / 'ckpt-3')) == str(tmp_path)
+  assert runs.find_run_folder(str(tmp_path / 'export')) is None   # not a checkpoint folder
+  assert runs.find_run_folder(str(tmp_path.parent)) is None
 
 
 # ---------------------------------------------------------------- all-or-nothing output
@@ -317,7 +320,17 @@ def test_sample_pictures_draw_ground_truth_and_confident_predictions():
   with Image.open(io_lib.BytesIO(pictures['sample_00_image_0.png'])) as im:
     drawn = np.asarray(im)
   assert drawn.shape == (400, 808, 3)      # two panels, enlarged 4x
-  assert (drawn[:, :, 0] == 255).any()                    # the white ground truth outline
+  # The white ground-truth outline of box [10, 10, 50, 60] enlarged 4x: a 2-pixel frame on
+  # rows 40..199 and columns 40..239 of the left panel (its label sits above it, from
+  # column 40), nothing white inside it or elsewhere in the panel (the white gap between
+  # the panels is columns 400..407, outside what is checked here).
+  white = np.all(drawn[:, :400] == 255, axis=2)
+  assert white[40:200, 40:42].all() and white[40:200, 238:240].all()   # left, right sides
+  assert white[40:42, 40:240].all() and white[198:200, 40:240].all()   # top, bottom
+  assert not white[42:198, 42:238].any()                               # inside
+  assert not white[:, :40].any() and not white[200:].any() and not white[:, 240:].any()
+  assert white[:40, 40:].any()                                         # the 'GT: a' label
+  assert np.all(drawn[:, 400:408] == 255)                              # the gap
   low = samples.render_samples(truth, dets, ['a', 'b'], score_threshold=0.1)
   assert low['sample_00_image_0.png'] != pictures['sample_00_image_0.png']
   assert low['sample_01_image_1.png'] == pictures['sample_01_image_1.png']

@@ -15,7 +15,6 @@ from faster_rcnn_tf.data import transforms
 from faster_rcnn_tf.serving import export_module as em
 from faster_rcnn_tf.serving import exporter
 from faster_rcnn_tf.serving import preprocess
-from faster_rcnn_tf.serving import run_dir
 from tests import run_helpers
 from tests import test_export_support as support
 
@@ -235,7 +234,7 @@ def test_bad_model_dir_fails_cleanly_writing_nothing(processes):
   code, out, err = done['bad_model_dir']
   assert code == 2, (out, err)
   assert err.strip().splitlines()[-1].startswith('export.py: error: '), err
-  assert 'no_such_run: folder does not exist' in err, err
+  assert 'no_such_run: no such file or folder' in err, err
   assert 'Traceback' not in err
   assert not [n for n in os.listdir(work) if 'bad_exports' in n]   # no base, no temp
 
@@ -333,10 +332,9 @@ def test_second_export_is_next_version_and_identical(base, tiny_model_dir, loade
   detections, the per-class NMS kernel gone from the graph (the proposal layer keeps its
   one), one copy of the model where the CPU form ('auto' here) holds three (two
   sub-batches and the whole batch, for batches of one image)."""
-  fv = support.run_flag_values(tiny_model_dir)
-  fv.detection_nms_method = 'batched'
-  fv.inference_splits = '1'
-  path, info = exporter.export_saved_model(tiny_model_dir, base, fv)
+  config = support.run_config(tiny_model_dir, detection_nms_method='batched',
+                              inference_splits='1')
+  path, info = exporter.export_saved_model(tiny_model_dir, base, config=config)
   assert path == os.path.join(base, '2') and info['version'] == 2
   first_info = json.loads(open(os.path.join(base, '1', exporter.INFO_FILE)).read())
   assert ((first_info['detection_nms_method'], first_info['inference_splits']),
@@ -354,7 +352,7 @@ def test_second_export_is_next_version_and_identical(base, tiny_model_dir, loade
   for name in em.OUTPUT_NAMES:
     np.testing.assert_array_equal(first[name], second[name])
   with pytest.raises(exporter.ExportError, match='already exists'):
-    exporter.export_saved_model(tiny_model_dir, base, fv, version=2)
+    exporter.export_saved_model(tiny_model_dir, base, config=config, version=2)
   assert exporter.existing_versions(base) == [1, 2]
   assert [n for n in os.listdir(os.path.dirname(base)) if 'tmp-export' in n] == []
 
@@ -375,7 +373,6 @@ def test_version_numbers(tmp_path):
 
 
 def test_failed_save_leaves_no_version_and_no_temp(tiny_model_dir, tmp_path, monkeypatch):
-  fv = support.run_flag_values(tiny_model_dir)
   base = str(tmp_path / 'exports')
 
   def crash(module, path, signatures=None, **kwargs):
@@ -386,7 +383,7 @@ def test_failed_save_leaves_no_version_and_no_temp(tiny_model_dir, tmp_path, mon
   monkeypatch.setattr(tf.saved_model, 'save', crash)
   monkeypatch.setattr(em.DetectionModule, 'signatures', lambda self: {})  # skip tracing
   with pytest.raises(RuntimeError, match='disk full'):
-    exporter.export_saved_model(tiny_model_dir, base, fv)
+    exporter.export_saved_model(tiny_model_dir, base)
   assert exporter.existing_versions(base) == []
   assert os.listdir(tmp_path) in ([], ['exports'])
   assert not os.path.exists(base) or os.listdir(base) == []
@@ -395,25 +392,13 @@ def test_failed_save_leaves_no_version_and_no_temp(tiny_model_dir, tmp_path, mon
 def test_bad_checkpoints_are_refused_writing_nothing(tiny_model_dir, tmp_path):
   other = tf.train.Checkpoint(v=tf.Variable(1.0))
   prefix = other.save(str(tmp_path / 'other' / 'ckpt'))
-  fv = support.run_flag_values(tiny_model_dir)
   base = str(tmp_path / 'exports')
-  with pytest.raises(exporter.ExportError, match='--checkpoint=ckpt-999: not a checkpoint'):
-    exporter.export_saved_model(tiny_model_dir, base, fv, checkpoint='ckpt-999')
+  with pytest.raises(exporter.ExportError, match='checkpoint=ckpt-999: not a checkpoint'):
+    exporter.export_saved_model(tiny_model_dir, base, checkpoint='ckpt-999')
   with pytest.raises(exporter.ExportError, match='no checkpoint in folder'):
-    exporter.export_saved_model(tiny_model_dir, base, fv, checkpoint=str(tmp_path))
+    exporter.export_saved_model(tiny_model_dir, base, checkpoint=str(tmp_path))
   with pytest.raises(exporter.ExportError, match='does not fit the model'):
-    exporter.export_saved_model(tiny_model_dir, base, fv, checkpoint=prefix)
-  with pytest.raises(exporter.ExportError, match='no flags.cfg'):
-    exporter.export_saved_model(str(tmp_path / 'other'), base, fv)
+    exporter.export_saved_model(tiny_model_dir, base, checkpoint=prefix)
+  with pytest.raises(exporter.ExportError, match='not a training run folder'):
+    exporter.export_saved_model(str(tmp_path / 'other'), base)
   assert sorted(os.listdir(tmp_path)) == ['other']
-
-
-def test_flagfile_args_keep_only_model_and_data_flags(tiny_model_dir):
-  fv = support.run_flag_values(tiny_model_dir, '--score_threshold=0.5')
-  lines = run_dir.flagfile_args(os.path.join(tiny_model_dir, 'flags.cfg'), fv)
-  names = {line[2:].split('=')[0] for line in lines}
-  assert {'backbone', 'min_size', 'anchor_scales', 'score_threshold'} <= names
-  assert not names & {'model_dir', 'num_steps', 'verbosity', 'learning_rate'}
-  assert fv.backbone == 'tiny' and fv.min_size == 64
-  assert fv.score_threshold == 0.5          # later arguments override flags.cfg
-  assert run_dir.peek_flag(['--model_dir', 'a', '--model_dir=b'], 'model_dir') == 'b'

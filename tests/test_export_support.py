@@ -4,16 +4,13 @@ The CLI export of the tiny model is done once per pytest process (`exported_base
 reused by both test modules.
 """
 
-import functools
 import io
 import os
 import struct
 import sys
-import types
 import zlib
 
 import numpy as np
-from absl import flags
 from PIL import Image
 
 from tests import run_helpers
@@ -45,41 +42,21 @@ def loaded_saved_model(path):
 
 def reference_module(model_dir):
   """(DetectionModule restored from model_dir in this process, class names); cached."""
-  from faster_rcnn_tf.serving import export_module
-  from faster_rcnn_tf.serving import run_dir
+  from faster_rcnn_tf import runs
   key = ('module', model_dir)
   if key not in _CACHE:
-    fv = run_flag_values(model_dir)
-    model, class_names, _ = run_dir.restore_model(model_dir, fv)
-    _CACHE[key] = (export_module.DetectionModule(model, class_names, fv.min_size,
-                                                 fv.max_size), class_names)
+    loaded = runs.load_model(model_dir)
+    _CACHE[key] = (loaded.detector(), list(loaded.class_names))
   return _CACHE[key]
 
 
-def run_flag_values(model_dir, *overrides):
-  """A fresh absl FlagValues with config_flags' flags, parsed from model_dir/flags.cfg.
-
-  (The global FLAGS is left alone: other tests may define these flags themselves.)
-  """
-  from faster_rcnn_tf import config_flags
-  from faster_rcnn_tf.serving import run_dir
-  fv = flags.FlagValues()
-
-  def bound(name):
-    fn = getattr(flags, name)
-    return functools.partial(fn, flag_values=fv) if name.startswith('DEFINE') else fn
-
-  shim = types.SimpleNamespace(**{n: bound(n) for n in dir(flags) if not n.startswith('_')})
-  real = config_flags.flags
-  config_flags.flags = shim
-  try:
-    config_flags.define_data_flags()
-    config_flags.define_model_flags()
-  finally:
-    config_flags.flags = real
-  lines = run_dir.flagfile_args(os.path.join(model_dir, 'flags.cfg'), fv)
-  fv(['test', *lines, *overrides])
-  return fv
+def run_config(model_dir, **execution):
+  """The RunConfig of model_dir, with execution settings replaced (e.g.
+  detection_nms_method='batched')."""
+  import dataclasses
+  from faster_rcnn_tf import runs
+  config = runs.read_run_config(model_dir)
+  return config.replace(execution=dataclasses.replace(config.execution, **execution))
 
 
 def encode(array, fmt='PNG', **kwargs):

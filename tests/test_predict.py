@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from faster_rcnn_tf import runs
 from faster_rcnn_tf.serving import client
 from faster_rcnn_tf.serving import export_module as em
 from faster_rcnn_tf.serving import results
@@ -274,8 +275,9 @@ def _check_document(document, image_dir, want):
 def test_predict_files_with_a_local_saved_model(version_dir, run_export, image_dir, tmp_path):
   files = [str(image_dir / n) for n in ('a.png', 'b.jpg', 'bad.jpg')]
   base = os.path.dirname(version_dir)      # BASE: its highest version is loaded
-  detector = client.SavedModelClient(base)
-  assert os.path.dirname(detector.path) == base
+  loaded = runs.load_model(base)
+  assert loaded.kind == 'saved_model' and os.path.dirname(loaded.path) == base
+  detector = client.ModuleClient(loaded.detector(), loaded.description)
   records = results.predict_files(files, detector, str(tmp_path), batch_size=8)
   results.write_json(str(tmp_path / results.OUTPUT_JSON), detector.description, records)
   with open(tmp_path / results.OUTPUT_JSON) as f:

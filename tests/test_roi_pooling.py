@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from faster_rcnn_tf.ops import roi_pooling
+from tests import np_reference
 
 
 def _random_case(seed, num_boxes=40):
@@ -99,26 +100,78 @@ def test_crop_pool_samples_cell_centres():
   np.testing.assert_allclose(got[1], features[1, 0:7, 1:8], rtol=1e-5, atol=1e-6)
 
 
-def test_crop_pool_gradient_flows_to_features():
+# ---- the gather-based crop (what XLA training runs) and its gradient against numpy ----
+# tests/np_reference.py writes the bilinear crop and its gradient from the documented
+# definition, with loops (float64): no TensorFlow op is shared with the code under test.
+
+
+def _xla(fn):
+  return tf.function(fn, jit_compile=True)
+
+
+def _crop_loss_and_grad(features, boxes, box_indices, size, upstream):
+  features = tf.convert_to_tensor(features)
+  with tf.GradientTape() as tape:
+    tape.watch(features)
+    crops = roi_pooling.crop_and_resize(features, boxes, box_indices, size)
+    loss = tf.reduce_sum(crops * upstream)
+  return crops, tape.gradient(loss, features)
+
+
+@pytest.mark.parametrize('compiled', [False, True], ids=['eager', 'xla'])
+@pytest.mark.parametrize('crop_size', [1, 2, 7, 14])
+def test_gather_crop_and_its_gradient_equal_the_numpy_reference(crop_size, compiled):
+  """Catches a wrong sample position (corners, centre of a 1-point crop, the cell
+  convention), wrong bilinear weights or corners, a lost 0 outside the map, and any
+  gradient that does not send each output back to its four cells with those weights
+  (flipped, point, partly and wholly outside boxes included)."""
+  features, boxes, box_indices = _random_case(20 + crop_size, num_boxes=12)
+  upstream = np.random.default_rng(crop_size).normal(
+      size=(len(boxes), crop_size, crop_size, 3)).astype(np.float32)
+  fn = _xla(_crop_loss_and_grad) if compiled else _crop_loss_and_grad
+  crops, grad = fn(tf.constant(features), tf.constant(boxes), tf.constant(box_indices),
+                   crop_size, tf.constant(upstream))
+  np.testing.assert_allclose(
+      crops.numpy(), np_reference.crop_and_resize(features, boxes, box_indices, crop_size),
+      rtol=1e-4, atol=1e-5)
+  want = np_reference.crop_and_resize_grad(features.shape, boxes, box_indices, crop_size,
+                                           upstream)
+  assert np.abs(want).sum() > 1.0
+  np.testing.assert_allclose(tf.convert_to_tensor(grad).numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('max_pool', [True, False])
+def test_crop_pool_gradient_under_xla_equals_the_numpy_reference(max_pool):
+  """crop_pool as the XLA-compiled training step runs it (impl 'auto' picks the gather
+  crop there): image-pixel RoIs, crops, the 2x2 max pool, and the gradient with respect
+  to the features, against numpy."""
   rng = np.random.default_rng(9)
-  features = tf.Variable(rng.normal(size=(2, 8, 8, 3)).astype(np.float32))
-  rois = tf.constant(_random_rois(rng, 2, 5, 100))
-  weights = tf.constant(rng.normal(size=(10, 7, 7, 3)).astype(np.float32))
-  with tf.GradientTape() as tape:
-    loss = tf.reduce_sum(roi_pooling.crop_pool(features, rois, 16, 7, True) * weights)
-  grad = tape.gradient(loss, features)
-  assert grad is not None
-  grad = tf.convert_to_tensor(grad).numpy()
-  assert np.all(np.isfinite(grad)) and np.abs(grad).sum() > 0
-  # Same gradient as through tf.image.crop_and_resize with the same normalized boxes.
-  hf = 8
-  norm = tf.reshape((rois / 16.0 - 0.5) / float(hf - 1), [-1, 4])
-  idx = tf.repeat(tf.range(2), 5)
-  with tf.GradientTape() as tape:
-    crops = tf.image.crop_and_resize(features, norm, idx, [14, 14])
-    ref = tf.reduce_sum(tf.nn.max_pool2d(crops, 2, 2, 'VALID') * weights)
-  ref_grad = tape.gradient(ref, features).numpy()
-  np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-4)
+  features = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+  rois = _random_rois(rng, 2, 5, 100)
+  size = 14 if max_pool else 7
+  upstream = rng.normal(size=(10, 7, 7, 3)).astype(np.float32)
+
+  @tf.function(jit_compile=True)
+  def pooled_and_grad(f, r, up):
+    with tf.GradientTape() as tape:
+      tape.watch(f)
+      out = roi_pooling.crop_pool(f, r, 16, 7, max_pool)
+      loss = tf.reduce_sum(out * up)
+    return out, tape.gradient(loss, f)
+
+  got, grad = pooled_and_grad(tf.constant(features), tf.constant(rois), tf.constant(upstream))
+  boxes, idx = np_reference.roi_boxes(rois, 16, 8, 8)
+  crops = np_reference.crop_and_resize(features, boxes, idx, size)
+  if max_pool:
+    want, argmax = np_reference.max_pool_2x2(crops)
+    crop_upstream = np_reference.max_pool_2x2_grad(argmax, upstream)
+  else:
+    want, crop_upstream = crops, upstream
+  np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+  want_grad = np_reference.crop_and_resize_grad(features.shape, boxes, idx, size,
+                                                crop_upstream)
+  assert np.abs(want_grad).sum() > 1.0
+  np.testing.assert_allclose(grad.numpy(), want_grad, rtol=1e-4, atol=1e-4)
 
 
 def test_crop_pool_compiles_with_xla():

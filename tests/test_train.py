@@ -70,8 +70,8 @@ def test_sigkill_then_resume_reproduces_an_uninterrupted_run(tmp_path):
   def first_checkpoint_done():
     return state.exists() and 'ckpt-8' in state.read_text()
 
-  deadline = time.time() + 300
-  while time.time() < deadline and not first_checkpoint_done():
+  deadline = time.monotonic() + 300
+  while time.monotonic() < deadline and not first_checkpoint_done():
     time.sleep(0.02)
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()

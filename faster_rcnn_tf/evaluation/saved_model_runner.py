@@ -10,61 +10,41 @@ returning
 Images are fed in source order, consecutive images of equal size batched together (at
 most `batch_size`); the model does its own resizing. The class ids must be those of the
 evaluated dataset: evaluate.py takes the class list from export.py's export_info.json
-(or --model_dir's classes.json, or --classes). Given an export.py base folder
+(or --model_dir's run configuration, or --classes). Given an export.py base folder
 (EXPORT_DIR with version folders 1, 2, ...), the highest version is evaluated.
 """
-
-import os
 
 import numpy as np
 import tensorflow as tf
 
 from faster_rcnn_tf import inputs
 from faster_rcnn_tf import progress as progress_lib
+from faster_rcnn_tf import runs
 from faster_rcnn_tf.evaluation import common
 from faster_rcnn_tf.evaluation import detections_io
 from faster_rcnn_tf.evaluation import run_model
 from faster_rcnn_tf.evaluation.errors import EvaluationError
 
 SIGNATURE = 'detect_images'
-EXPORT_INFO_FILE = 'export_info.json'   # export.py's side file (class_names, ...)
-
-
-def resolve_path(path):
-  """A SavedModel folder, or for an export.py base folder its highest numeric version."""
-  if os.path.isfile(os.path.join(path, 'saved_model.pb')) or not os.path.isdir(path):
-    return path
-  versions = [int(n) for n in os.listdir(path)
-              if n.isdigit() and os.path.isfile(os.path.join(path, n, 'saved_model.pb'))]
-  return os.path.join(path, str(max(versions))) if versions else path
 
 
 class SavedModelDetector:
-  """The 'detect_images' signature of a SavedModel folder; call it on a uint8 batch."""
+  """The 'detect_images' signature of a SavedModel (loaded by `runs.load_model`); call it
+  on a uint8 batch [B, H, W, 3] for a dict of numpy outputs."""
 
   def __init__(self, path):
-    path = resolve_path(path)
     try:
-      self._loaded = tf.saved_model.load(path)
-    except (OSError, ValueError, tf.errors.OpError) as e:
-      raise EvaluationError(f'--saved_model={path}: cannot load a SavedModel ({e})') from None
-    signatures = getattr(self._loaded, 'signatures', {})
-    if SIGNATURE not in signatures:
-      raise EvaluationError(f'--saved_model={path}: no {SIGNATURE!r} signature (it has '
-                            f'{sorted(signatures.keys())}); export it with export.py')
-    self._fn = signatures[SIGNATURE]
-    _, kwargs = self._fn.structured_input_signature
-    if len(kwargs) != 1:
-      raise EvaluationError(f'--saved_model={path}: {SIGNATURE!r} takes inputs '
-                            f'{sorted(kwargs)}, expected one uint8 image batch')
-    self._input_name, spec = next(iter(kwargs.items()))
-    if spec.dtype != tf.uint8:
-      raise EvaluationError(f'--saved_model={path}: {SIGNATURE!r} input {self._input_name!r} '
-                            f'is {spec.dtype.name}, expected uint8 images')
-    self.path = path
+      if runs.kind_of(path) != 'saved_model':
+        raise runs.RunError(f'{path}: not a SavedModel (no {runs.SAVED_MODEL_FILE} there '
+                            'nor in a numeric version folder)')
+      loaded = runs.load_model(path)
+    except runs.RunError as e:
+      raise EvaluationError(f'--saved_model={path}: {e}') from None
+    self._detector = loaded.detector()
+    self.path = loaded.path
 
   def __call__(self, images_uint8):
-    outputs = self._fn(**{self._input_name: tf.constant(images_uint8, tf.uint8)})
+    outputs = self._detector.serve_images(tf.constant(images_uint8, tf.uint8))
     return {k: np.asarray(v) for k, v in outputs.items()}
 
 

@@ -4,6 +4,7 @@ Shape shorthand: B images, N anchors (H * W * A of the feature map), G padded
 ground-truth boxes. Boxes are yxyx pixels of the resized image (see `ops.box_ops`).
 """
 
+import keras
 import tensorflow as tf
 
 from faster_rcnn_tf.layers.box_geometry_layer import BoxGeometryLayer
@@ -59,6 +60,7 @@ def assign_anchor_labels(anchors, inside, gt_boxes, gt_valid, positive_iou=0.7,
   return labels, matched_gt
 
 
+@keras.saving.register_keras_serializable(package='faster_rcnn_tf')
 class AnchorTargets(BoxGeometryLayer):
   """Samples RPN anchors and computes their targets.
 

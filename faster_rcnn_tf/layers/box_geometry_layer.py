@@ -4,6 +4,7 @@ proposals, detections): float32 under any Keras dtype policy."""
 import keras
 
 
+@keras.saving.register_keras_serializable(package='faster_rcnn_tf')
 class BoxGeometryLayer(keras.layers.Layer):
   """A Keras layer whose dtype policy defaults to float32, not to the global policy:
   under mixed_float16 box coordinates of ~1000 px would be off by up to half a pixel.

@@ -2,6 +2,7 @@
 at most M detections per image, padded outputs plus a count. R (RoIs per image) must be
 static."""
 
+import keras
 import tensorflow as tf
 
 from faster_rcnn_tf import inputs
@@ -31,8 +32,8 @@ def _kernel_nms(boxes, scores, max_output_size, iou_threshold, score_threshold):
 def resolve_nms_method(method):
   """'auto' -> 'batched' when TensorFlow sees a GPU (where one kernel call per set costs
   more than the work), else 'kernel' (on CPUs TF's kernel does less arithmetic than the
-  all-pairs IoU of the batched form: MobileNetV2 inference ran 0.89x as fast batched on
-  2 cores, `bench/bench_inference.py --nms_methods=kernel,batched`)."""
+  all-pairs IoU of the batched form; `bench/bench_inference.py --nms_methods=kernel,batched`
+  compares them, docs/performance.md has the figures)."""
   if method not in NMS_METHODS:
     raise ValueError(f'nms_method: unknown method {method!r}; choose from {NMS_METHODS}')
   if method == 'auto':
@@ -66,6 +67,7 @@ def _per_class_nms(boxes, scores, max_detections, iou_threshold, score_threshold
           tf.where(keep, top_class + 1, 0), tf.reduce_sum(tf.cast(keep, tf.int32), axis=1))
 
 
+@keras.saving.register_keras_serializable(package='faster_rcnn_tf')
 class DetectionGenerator(BoxGeometryLayer):
   """Turns head outputs into final detections.
 

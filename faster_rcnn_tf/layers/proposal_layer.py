@@ -5,6 +5,7 @@ resized image. Padding proposals (when NMS keeps fewer than P) are zero boxes wi
 `valid` False and score 0.
 """
 
+import keras
 import tensorflow as tf
 
 from faster_rcnn_tf.layers.box_geometry_layer import BoxGeometryLayer
@@ -67,6 +68,7 @@ def generate_proposals(scores, deltas, anchors, image_sizes, pre_nms_topk, post_
   return rois, roi_scores, valid
 
 
+@keras.saving.register_keras_serializable(package='faster_rcnn_tf')
 class ProposalLayer(BoxGeometryLayer):
   """Keras wrapper of `generate_proposals` with separate train and test numbers.
 

@@ -4,18 +4,22 @@ Shape shorthand: B images, P proposals, G padded ground-truth boxes, R sampled R
 K foreground classes (class ids 1..K, 0 = background). Boxes yxyx resized-image pixels.
 """
 
+import keras
 import tensorflow as tf
 
+from faster_rcnn_tf import config
 from faster_rcnn_tf.layers.box_geometry_layer import BoxGeometryLayer
 from faster_rcnn_tf.ops import box_ops
 from faster_rcnn_tf.ops import sampling
 
 
+@keras.saving.register_keras_serializable(package='faster_rcnn_tf')
 class ProposalTargets(BoxGeometryLayer):
   """Adds ground truth to the proposals, labels them and samples R of them.
 
   A candidate is foreground if its best IoU with a ground-truth box is >= fg_iou, and
-  background if that IoU lies in [bg_iou_lo, bg_iou_hi). At most floor(R * fg_fraction)
+  background if that IoU lies in [bg_iou_lo, bg_iou_hi) (bg_iou_lo: see
+  `config.ROI_BG_IOU_LO`). At most floor(R * fg_fraction)
   foreground RoIs are sampled; background fills the rest. If there are fewer candidates
   than R, the remaining slots repeat candidates with weight 0 (they add nothing to the
   losses), keeping every shape static.
@@ -35,7 +39,7 @@ class ProposalTargets(BoxGeometryLayer):
   """
 
   def __init__(self, num_classes, num_samples=128, fg_fraction=0.25, fg_iou=0.5,
-               bg_iou_hi=0.5, bg_iou_lo=0.1, box_stds=box_ops.HEAD_BOX_STDS, **kwargs):
+               bg_iou_hi=0.5, bg_iou_lo=config.ROI_BG_IOU_LO, box_stds=box_ops.HEAD_BOX_STDS, **kwargs):
     super().__init__(**kwargs)
     self.num_classes = num_classes
     self.num_samples = num_samples

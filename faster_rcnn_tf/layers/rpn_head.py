@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 
+@keras.saving.register_keras_serializable(package='faster_rcnn_tf')
 class RPNHead(keras.layers.Layer):
   """Per-cell anchor scores and deltas.
 

@@ -1,7 +1,7 @@
 """Training-time convolutions that take each kernel from the faster of two libraries.
 
 On x86 CPUs (2 AVX-512 cores, fp32, VGG16's shapes at 600x800, measured by
-bench/bench_conv_kernels.py; figures in the README's Performance section) XLA runs a
+bench/bench_conv_kernels.py; figures in docs/performance.md) XLA runs a
 3x3 convolution's forward pass well above oneDNN (TensorFlow's own CPU kernels; up to
 twice as fast on 512 channels), while oneDNN runs the filter gradient up to twice as
 fast (128 and 256 channels; about even at 512); input gradients are close (see

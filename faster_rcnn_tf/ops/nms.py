@@ -13,8 +13,9 @@ earlier boxes only), and which reaches it in as many rounds as the longest chain
 
 Why: the detection head runs NMS per class per image, K * B small problems (N = 300 RoIs
 each). One TF NonMaxSuppression kernel per problem, under tf.map_fn, runs them one at a
-time: on a GPU the kernel launches and loop steps cost more than the work (8 ms of a 13 ms
-VGG16 inference on an H100), and XLA's lowering of the kernel is slower still. Meant for
+time: on a GPU the kernel launches and loop steps cost more than the work (most of a
+VGG16 inference on an H100, docs/performance.md), and XLA's lowering of the kernel is
+slower still. Meant for
 small N: memory is S * N * N; the proposal layer's 6000-box NMS keeps TF's kernel.
 
 Results equal tf.image.non_max_suppression's (score strictly above score_threshold, IoU

@@ -1,5 +1,6 @@
-"""Detection clients with one result format: a local SavedModel, an in-process checkpoint,
-TF Serving's REST API and TF Serving's gRPC API.
+"""Detection clients with one result format: a model loaded in this process (a SavedModel,
+a checkpoint or a .keras file, through `runs.load_model`), TF Serving's REST API and TF
+Serving's gRPC API.
 
 Every client has `detect(images)`: a list of N encoded images (bytes, JPEG or PNG) ->
 `Outputs`, a dict of numpy arrays (M = max detections of the export):
@@ -25,7 +26,6 @@ tensorflow_serving/apis/predict.proto):
 
 import base64
 import json
-import os
 import urllib.error
 import urllib.request
 
@@ -90,40 +90,9 @@ def to_outputs(raw, num_images):
 
 # ---- local: SavedModel and in-process module ----
 
-def resolve_saved_model_dir(path):
-  """path itself if it holds saved_model.pb, else its highest numeric version sub-folder."""
-  if os.path.isfile(os.path.join(path, 'saved_model.pb')):
-    return path
-  if os.path.isdir(path):
-    versions = sorted((int(n) for n in os.listdir(path)
-                       if n.isdigit() and
-                       os.path.isfile(os.path.join(path, n, 'saved_model.pb'))))
-    if versions:
-      return os.path.join(path, str(versions[-1]))
-  raise ServingError(f'{path}: no saved_model.pb there nor in a numeric version folder')
-
-
-class SavedModelClient:
-  """Runs the `serving_default` signature of an exported SavedModel in this process."""
-
-  def __init__(self, path):
-    import tensorflow as tf
-    self.path = resolve_saved_model_dir(path)
-    self._loaded = tf.saved_model.load(self.path)
-    self._fn = self._loaded.signatures[em.SERVING_DEFAULT]
-    self.description = f'SavedModel {self.path}'
-
-  def detect(self, images):
-    import tensorflow as tf
-    try:
-      out = self._fn(**{em.IMAGE_BYTES: tf.constant(list(images), tf.string)})
-    except tf.errors.OpError as e:
-      raise ServingError(f'{self.path}: {type(e).__name__}: {e.message}')
-    return to_outputs(out, len(images))
-
-
 class ModuleClient:
-  """Runs a `DetectionModule` (e.g. restored from a checkpoint) in this process."""
+  """Runs a `DetectionModule`, or a SavedModel's signatures, in this process (the
+  `detector()` of `runs.load_model`'s result)."""
 
   def __init__(self, module, description='in-process model'):
     self.module = module

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from faster_rcnn_tf import batch_norm_folding
 from faster_rcnn_tf import inputs
+from faster_rcnn_tf.ops import box_ops
 from faster_rcnn_tf.serving import preprocess
 
 SERVING_DEFAULT = 'serving_default'
@@ -103,9 +104,8 @@ class DetectionModule(tf.Module):
     Returns:
       dict of `OUTPUT_NAMES` for the B images (boxes normalized, class names added).
     """
-    size = tf.cast(image_sizes, tf.float32)
-    scale = tf.concat([size, size], axis=-1)[:, tf.newaxis, :]   # [B, 1, 4]
-    boxes = tf.clip_by_value(detections[DETECTION_BOXES] / scale, 0.0, 1.0)
+    boxes = box_ops.rescale_boxes(detections[DETECTION_BOXES], image_sizes,
+                                  tf.ones_like(image_sizes))  # normalized, in [0, 1]
     classes = tf.cast(detections[DETECTION_CLASSES], tf.int32)
     table = tf.constant([''] + self._class_names, tf.string)
     return {

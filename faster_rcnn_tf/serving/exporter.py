@@ -17,11 +17,13 @@ import os
 import shutil
 import tempfile
 
+import dataclasses
+
 from faster_rcnn_tf import batch_splitting
+from faster_rcnn_tf import runs
 from faster_rcnn_tf.layers import detection_generator
 from faster_rcnn_tf.serving import export_module
 from faster_rcnn_tf.serving import preprocess
-from faster_rcnn_tf.serving import run_dir
 
 INFO_FILE = 'export_info.json'
 
@@ -59,17 +61,39 @@ def choose_version(base, version=None):
   return int(version)
 
 
-def export_saved_model(model_dir, export_base, flag_values, checkpoint=None, version=None,
+def _load(source, checkpoint, config):
+  """The model to export: runs.load_model of a run folder or a .keras file."""
+  if not source:
+    raise ExportError('--model_dir is required (a training run folder or a .keras file)')
+  try:
+    kind = runs.kind_of(source)
+    if kind == 'saved_model':
+      raise ExportError(f'--model_dir={source} is a SavedModel already; give the training '
+                        'run folder (or .keras file) it came from')
+    if kind == 'run':
+      if config is None:
+        config = runs.read_run_config(runs.find_run_folder(source) or source)
+      # TF Serving runs XLA on CPUs only when told to: the backbone is exported plain.
+      config = config.replace(execution=dataclasses.replace(config.execution,
+                                                            compile_backbone=False))
+    return runs.load_model(source, checkpoint, config=config)
+  except runs.RunError as e:
+    raise ExportError(f'--model_dir={source}: {e}' if source not in str(e) else str(e)
+                      ) from None
+
+
+def export_saved_model(source, export_base, *, checkpoint=None, config=None, version=None,
                        max_image_pixels=preprocess.DEFAULT_MAX_IMAGE_PIXELS):
-  """Exports a training run's checkpoint to export_base/N.
+  """Exports a trained model to export_base/N.
 
   Args:
-    model_dir: the run folder (flags.cfg, classes.json, checkpoints).
+    source: a training run folder (its run configuration and checkpoints) or a .keras
+      file, loaded by `runs.load_model`.
     export_base: BASE, the model base path TF Serving is given.
-    flag_values: parsed flags with the run's model and data flags (see
-      `run_dir.flagfile_args`); --min_size, --max_size, --score_threshold and
-      --max_detections are read from here.
-    checkpoint: see `run_dir.resolve_checkpoint` (default: the latest).
+    checkpoint: for a run folder, see `runs.resolve_checkpoint` (default: the latest).
+    config: for a run folder, the RunConfig to build the model from (default: the
+      run's own); export.py passes the run's with the command line's overrides
+      (e.g. score_threshold, max_detections, detection_nms_method).
     version: N, or None for the next free version.
     max_image_pixels: serving_default refuses larger encoded images.
   Returns:
@@ -80,30 +104,22 @@ def export_saved_model(model_dir, export_base, flag_values, checkpoint=None, ver
   if not export_base:
     raise ExportError('--export_dir is required')
   export_base = os.path.abspath(export_base)
-  try:
-    run_dir.check_model_dir(model_dir)
-    run_dir.read_class_names(model_dir)
-    run_dir.resolve_checkpoint(model_dir, checkpoint)
-  except run_dir.RunDirError as e:
-    raise ExportError(str(e))
+  choose_version(export_base, version)  # refuses a bad version before the model loads
+  loaded = _load(source, checkpoint, config)
   number = choose_version(export_base, version)
-  try:
-    model, class_names, ckpt_path = run_dir.restore_model(model_dir, flag_values, checkpoint)
-  except run_dir.RunDirError as e:
-    raise ExportError(str(e))
-  module = export_module.DetectionModule(
-      model, class_names, flag_values.min_size, flag_values.max_size,
-      max_image_pixels=max_image_pixels)
+  model = loaded.model
+  module = loaded.detector(max_image_pixels=max_image_pixels)
+  ckpt_path = loaded.checkpoint
   info = {
-      'model_dir': os.path.abspath(model_dir),
-      'checkpoint': os.path.abspath(ckpt_path),
+      'model_dir': os.path.abspath(loaded.path),
+      'checkpoint': os.path.abspath(ckpt_path) if ckpt_path else os.path.abspath(loaded.path),
       'version': number,
-      'class_names': class_names,
-      'backbone': flag_values.backbone,
-      'min_size': flag_values.min_size,
-      'max_size': flag_values.max_size,
-      'score_threshold': flag_values.score_threshold,
-      'max_detections': flag_values.max_detections,
+      'class_names': list(loaded.class_names),
+      'backbone': model.backbone_name,
+      'min_size': loaded.min_size,
+      'max_size': loaded.max_size,
+      'score_threshold': float(model.detection_generator.score_threshold),
+      'max_detections': int(model.detection_generator.max_detections),
       'max_image_pixels': int(max_image_pixels),
       'pad_multiple': preprocess.DEFAULT_PAD_MULTIPLE,
       # 'auto' settings are decided when the graph is traced, i.e. for this machine:

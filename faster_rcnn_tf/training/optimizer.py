@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 
+@keras.saving.register_keras_serializable(package='faster_rcnn_tf')
 class StepDecayWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
   """lr(step) = base * factor ** (number of boundaries <= step), linearly warmed up.
 
