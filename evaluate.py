@@ -219,7 +219,7 @@ def _model_run(config, source, keep_images):
         f'{config.data.eval_split}', flush=True)
   run = run_model.run_on_split(
       tf.function(model.detect), source, batch_size=config.train.eval_batch_size,
-      min_size=config.data.min_size, max_size=config.data.max_size,
+      min_size=config.data.inference_min_size, max_size=config.data.max_size,
       max_images=FLAGS.max_eval_images, keep_images=keep_images)
   return run, path, step
 

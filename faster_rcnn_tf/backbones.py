@@ -7,14 +7,17 @@ Each backbone is described by a `Backbone` tuple:
   stride: 16.
   crop_size, crop_max_pool: how RoIs are pooled (see `ops.roi_pooling.crop_pool`).
 
-Names: 'vgg16' (conv5_3, fc6/fc7 4096, 14x14 crops max-pooled to 7x7), 'resnet50' and
-'resnet101' (C4: conv4 features, conv5 stage as the RoI head on direct 7x7 crops),
+Names: 'vgg16' (conv5_3, fc6/fc7 4096 with dropout 0.5, 14x14 crops max-pooled to 7x7;
+with ImageNet weights fc6/fc7 are the classifier's fc1/fc2, see `_vgg16`), 'resnet50' and
+'resnet101' (C4: conv4 features; the conv5 stage, its first block at stride 2, as the RoI
+head on direct 14x14 crops: a 7x7 map before the average pool, as detectron2's R50-C4),
 'mobilenet_v2' (stride-16 expansion features, a small fc head: the CPU model), 'tiny' (a
 few convolutions, for tests and demos), 'tiny_s8' (the same with three downsamplings:
 stride 8, for small images such as the built-in shapes; use anchor_base_size=8).
 
 Weights: None (random), 'imagenet' (the Keras download; needs internet) or the path of a
-local weights file saved from the same keras.applications model (`model.save_weights`).
+local weights file saved from the same keras.applications model (`model.save_weights`;
+for VGG16 the full model with its classifier, or the convolutional part only).
 """
 
 import collections
@@ -22,6 +25,7 @@ import os
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from faster_rcnn_tf import batch_norm_folding
 from faster_rcnn_tf import keras_graph
@@ -33,6 +37,9 @@ Backbone = collections.namedtuple(
 NAMES = ('vgg16', 'resnet50', 'resnet101', 'mobilenet_v2', 'tiny', 'tiny_s8')
 
 _CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
+
+# Side of the RoI crops fed to the ResNet C4 head (conv5 halves it to 7x7).
+RESNET_CROP_SIZE = 14
 
 # Moving-average momentum of trained batch normalization (PyTorch's default, 0.1 there).
 TRAINED_BN_MOMENTUM = 0.9
@@ -70,15 +77,48 @@ def _fc_head(input_shape, units, dropout, name):
 
 
 def _vgg16(weights):
+  """VGG16 to conv5_3 (stride 16) and the reference head: fc6, fc7 (4096, ReLU, dropout 0.5).
+
+  fc6 / fc7 start from the ImageNet classifier's fully connected layers (Keras' `fc1`,
+  `fc2` of `VGG16(include_top=True)`: 7x7x512 -> 4096 -> 4096), as in the reference,
+  when the weights have them: 'imagenet' (the Keras file with the top) or a local weights
+  file saved from the full keras.applications.VGG16. A local file of the convolutional
+  part only (include_top=False) still loads; fc6 / fc7 then start random (a warning says
+  so). Both heads flatten 7x7x512 crops in the same (row, column, channel) order, so the
+  classifier's weights apply unchanged.
+  """
   keras_weights, path = _resolve_weights(weights, 'vgg16')
-  base = keras.applications.VGG16(include_top=False,
-                                  weights=keras_weights, input_shape=(None, None, 3))
-  if path:
-    base.load_weights(path)
+  base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+  head = _fc_head((7, 7, 512), (4096, 4096), 0.5, 'vgg16_roi_head')
+  if keras_weights or path:
+    classifier = _vgg16_classifier(keras_weights, path)
+    if classifier is None:  # a file without the top: the convolutions only
+      base.load_weights(path)
+      logging.warning('--backbone_weights=%s: no fc1/fc2 in this VGG16 weights file (saved '
+                      'with include_top=False); fc6 and fc7 start from random weights', path)
+    else:
+      for layer in base.layers:
+        if layer.weights:
+          layer.set_weights(classifier.get_layer(layer.name).get_weights())
+      head.get_layer('fc6').set_weights(classifier.get_layer('fc1').get_weights())
+      head.get_layer('fc7').set_weights(classifier.get_layer('fc2').get_weights())
+      del classifier
   features = keras.Model(base.input, base.get_layer('block5_conv3').output,
                          name='vgg16_features')
-  head = _fc_head((7, 7, 512), (4096, 4096), 0.5, 'vgg16_roi_head')
   return Backbone(features, head, _caffe_normalize, 16, 7, True, ('block1_', 'block2_'))
+
+
+def _vgg16_classifier(keras_weights, path):
+  """The full keras.applications.VGG16 (224x224 input, with its classifier) holding the
+  given weights, or None when the local file `path` lacks the classifier's layers."""
+  full = keras.applications.VGG16(include_top=True, weights=keras_weights,
+                                  input_shape=(224, 224, 3))
+  if path:
+    try:
+      full.load_weights(path)
+    except ValueError:  # Keras names the classifier layers it found no weights for
+      return None
+  return full
 
 
 def _resnet(depth, weights):
@@ -91,8 +131,10 @@ def _resnet(depth, weights):
   last4 = 'conv4_block6_out' if depth == 50 else 'conv4_block23_out'
   c4 = base.get_layer(last4).output
   features = keras.Model(base.input, c4, name=f'{name}_features')
-  # The conv5 stage, re-applied on RoI crops: the C4 head.
-  crops = keras.Input((7, 7, 1024))
+  # The conv5 stage, re-applied on RoI crops: the C4 head. 14x14 crops through its first
+  # block's stride 2 give a 7x7 map before the average pool (detectron2's R50-C4; the
+  # reference's 14x14 crops max-pooled to 7x7 with conv5 at stride 1 also give 7x7).
+  crops = keras.Input((RESNET_CROP_SIZE, RESNET_CROP_SIZE, 1024))
   x = crops
   layer_outputs = {last4: crops}
   for layer in base.layers:
@@ -101,9 +143,10 @@ def _resnet(depth, weights):
     args = [layer_outputs[p.name] for p in keras_graph.input_layers(layer)]
     x = layer(args if len(args) > 1 else args[0])
     layer_outputs[layer.name] = x
-  x = keras.layers.GlobalAveragePooling2D()(x)
+  x = keras.layers.GlobalAveragePooling2D(name='roi_avg_pool')(x)
   head = keras.Model(crops, x, name=f'{name}_roi_head')
-  return Backbone(features, head, _caffe_normalize, 16, 7, False, ('conv1_', 'conv2_'))
+  return Backbone(features, head, _caffe_normalize, 16, RESNET_CROP_SIZE, False,
+                  ('conv1_', 'conv2_'))
 
 
 def _mobilenet_v2(weights):

@@ -18,7 +18,7 @@ train.py writes the resolved configuration into its --model_dir as run_config.js
 
 import dataclasses
 import json
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 FORMAT_VERSION = 1
 
@@ -41,6 +41,78 @@ def _numbers(name, values, kind):
     raise ConfigError(f'--{name} must be {kind.__name__}s, got {list(values)}') from None
 
 
+AUTO_ANCHORS = 'auto'
+
+
+def parse_auto_anchors(values, default_count=3):
+  """None for a list of numbers; the count N for ['auto'] (default_count) or ['auto:N'].
+
+  --anchor_scales / --anchor_ratios 'auto' ask train.py to fit the anchors to the
+  training split's boxes (`data.anchor_fit`). Raises ValueError for anything else.
+  """
+  if len(values) == 1 and str(values[0]).startswith(AUTO_ANCHORS):
+    _, _, count = str(values[0]).partition(':')
+    if not count:
+      return default_count
+    if not count.isdigit() or int(count) < 1:
+      raise ValueError(f"expected 'auto', 'auto:N' (N >= 1) or numbers, got {values[0]!r}")
+    return int(count)
+  try:
+    [float(v) for v in values]
+  except ValueError:
+    raise ValueError(f"expected 'auto', 'auto:N' or numbers, got {','.join(values)}")
+  return None
+
+
+def _anchor_values(name, values):
+  """('auto[:N]',) kept as given (train.py replaces it), else a tuple of floats."""
+  values = tuple(values)
+  if len(values) == 1 and str(values[0]).startswith(AUTO_ANCHORS):
+    try:
+      parse_auto_anchors(values)
+    except ValueError as e:
+      raise ConfigError(f'--{name}: {e}') from None
+    return (str(values[0]),)
+  return _numbers(name, values, float)
+
+
+def min_sizes_of(value):
+  """A --min_size value (int, 'A,B,...' or a sequence) as a tuple of positive ints.
+
+  One size: the shorter side every image is resized to; several: multi-scale training
+  (one drawn per batch). Raises ConfigError naming --min_size.
+  """
+  if isinstance(value, (list, tuple)):
+    items = list(value)
+  elif isinstance(value, str):
+    items = [v for v in value.split(',') if v.strip()]
+  else:
+    items = [value]
+  try:
+    sizes = tuple(int(v) for v in items)
+  except (TypeError, ValueError):
+    sizes = ()
+  if not sizes or min(sizes) <= 0 or any(
+      isinstance(v, float) and v != int(v) for v in items):
+    raise ConfigError(f'--min_size: expected positive integers separated by commas, '
+                      f'got {value!r}')
+  return sizes
+
+
+# Photometric augmentation strengths (DataConfig fields, flags of the same names): the
+# largest value each accepts; 0 turns it off.
+AUGMENT_LIMITS = (('brightness', 1.0), ('contrast', 1.0), ('saturation', 1.0), ('hue', 0.5))
+
+
+def scale_jitter_of(values):
+  """() or (LOW, HIGH) floats with 0 < LOW <= HIGH from --scale_jitter; ConfigError else."""
+  jitter = _numbers('scale_jitter', values, float)
+  if jitter and (len(jitter) != 2 or not 0.0 < jitter[0] <= jitter[1]):
+    raise ConfigError(f'--scale_jitter: expected two numbers LOW,HIGH with 0 < LOW <= HIGH, '
+                      f'got {list(values)}')
+  return jitter
+
+
 @dataclasses.dataclass
 class ModelConfig:
   """FasterRCNN hyperparameters (see `faster_rcnn_tf.model.FasterRCNN` for each)."""
@@ -49,8 +121,10 @@ class ModelConfig:
   backbone_weights: str = 'none'
   freeze_early_layers: bool = True
   train_batch_norm: bool = False
-  anchor_scales: Tuple[float, ...] = (8.0, 16.0, 32.0)
-  anchor_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)
+  # Numbers, or ('auto',) / ('auto:N',) until train.py fits them to the training split
+  # (`training.run.fit_anchors`); a run's run_config.json holds the numbers it chose.
+  anchor_scales: Tuple[Union[float, str], ...] = (8.0, 16.0, 32.0)
+  anchor_ratios: Tuple[Union[float, str], ...] = (0.5, 1.0, 2.0)
   anchor_base_size: int = 16
   rpn_channels: int = 512
   train_pre_nms_topk: int = 12000
@@ -65,8 +139,14 @@ class ModelConfig:
   max_detections: int = 100
 
   def __post_init__(self):
-    self.anchor_scales = _numbers('anchor_scales', self.anchor_scales, float)
-    self.anchor_ratios = _numbers('anchor_ratios', self.anchor_ratios, float)
+    self.anchor_scales = _anchor_values('anchor_scales', self.anchor_scales)
+    self.anchor_ratios = _anchor_values('anchor_ratios', self.anchor_ratios)
+
+  @property
+  def auto_anchors(self):
+    """Whether anchor_scales or anchor_ratios is still 'auto[:N]'."""
+    return any(parse_auto_anchors(v) is not None
+               for v in (self.anchor_scales, self.anchor_ratios))
 
 
 @dataclasses.dataclass
@@ -90,7 +170,17 @@ class ExecutionConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-  """The dataset spec (see `faster_rcnn_tf.data.registry`), its splits and resizing."""
+  """The dataset spec (see `faster_rcnn_tf.data.registry`), its splits, resizing and
+  training augmentation.
+
+  min_size: an int, or a tuple of several for multi-scale training (one drawn per
+    batch); evaluation, export and prediction resize to the one `inference_min_size`.
+  test_min_size: that inference size; 0: the largest min_size (as the reference
+    implementations, which train multi-scale and test at the largest scale).
+  brightness, contrast, saturation, hue: photometric augmentation strengths (0: off;
+    `data.augment`); scale_jitter: () or (LOW, HIGH), the training resize factor times a
+    random factor from that range, then a crop of at most the usual size.
+  """
   dataset: str = 'shapes'
   train_split: str = 'train'
   eval_split: str = 'test'
@@ -100,10 +190,16 @@ class DataConfig:
   val_fraction: float = 0.1
   # tfrecord: datasets: a label_map.pbtxt naming the classes (None: the records' texts).
   label_map: Optional[str] = None
-  min_size: int = 600
+  min_size: Union[int, Tuple[int, ...]] = 600
+  test_min_size: int = 0
   max_size: int = 1000
   max_boxes: int = 100
   flip: bool = True
+  brightness: float = 0.0
+  contrast: float = 0.0
+  saturation: float = 0.0
+  hue: float = 0.0
+  scale_jitter: Tuple[float, ...] = ()
   skip_difficult: bool = True
   shapes_image_size: int = 128
   shapes_train_images: int = 2000
@@ -116,6 +212,25 @@ class DataConfig:
   def __post_init__(self):
     if self.classes is not None:
       self.classes = tuple(str(c) for c in self.classes)
+    sizes = min_sizes_of(self.min_size)
+    self.min_size = sizes[0] if len(sizes) == 1 else sizes
+    if self.test_min_size < 0:
+      raise ConfigError(f'--test_min_size must be 0 or positive, got {self.test_min_size}')
+    for name, high in AUGMENT_LIMITS:
+      value = getattr(self, name)
+      if not 0.0 <= value <= high:
+        raise ConfigError(f'--{name} must be in [0, {high}], got {value}')
+    self.scale_jitter = scale_jitter_of(self.scale_jitter)
+
+  @property
+  def train_min_sizes(self):
+    """The training shorter sides: tuple of ints."""
+    return min_sizes_of(self.min_size)
+
+  @property
+  def inference_min_size(self):
+    """The one shorter side for evaluation, export and prediction: int."""
+    return self.test_min_size or max(self.train_min_sizes)
 
 
 @dataclasses.dataclass
@@ -297,6 +412,10 @@ def model_kwargs(config: RunConfig, pretrained: bool = True,
   m, e = config.model, config.execution
   if not config.class_names:
     raise ConfigError('the run configuration has no class names')
+  if m.auto_anchors:
+    raise ConfigError("--anchor_scales / --anchor_ratios 'auto' are resolved by train.py "
+                      "from the training split; give numbers (a run's run_config.json "
+                      'has the values it chose)')
   weights = m.backbone_weights if pretrained else None
   return dict(
       num_classes=config.num_classes, backbone=m.backbone,
@@ -325,8 +444,12 @@ def source_kwargs(data: DataConfig) -> dict:
 
 
 def pipeline_kwargs(data: DataConfig) -> dict:
-  """Keyword arguments for `data.pipeline.make_dataset`: the resizing and box padding."""
-  return dict(min_size=data.min_size, max_size=data.max_size, max_boxes=data.max_boxes)
+  """Keyword arguments for the training `data.pipeline.make_dataset`: the resizing (every
+  training size), box padding and augmentation."""
+  return dict(min_size=data.train_min_sizes, max_size=data.max_size,
+              max_boxes=data.max_boxes, brightness=data.brightness,
+              contrast=data.contrast, saturation=data.saturation, hue=data.hue,
+              scale_jitter=data.scale_jitter or None)
 
 
 def fields_of(section_cls) -> Sequence[str]:

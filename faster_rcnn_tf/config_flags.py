@@ -38,14 +38,70 @@ def define_data_flags():
                      "rest, chosen by a hash of each image name.")
   flags.DEFINE_string('label_map', None, 'tfrecord: datasets: a label_map.pbtxt naming the '
                       'classes (default: the class texts in the records).')
-  flags.DEFINE_integer('min_size', 600, 'Resize so the shorter side is this many pixels...')
+  flags.DEFINE(SizesParser(), 'min_size', 600,
+               'Resize so the shorter side is this many pixels... A list (e.g. '
+               '480,512,544,576,608,640,672,704,736,768,800): multi-scale training, one '
+               'size drawn for each batch; evaluation, export and prediction use '
+               '--test_min_size.', serializer=SizesSerializer())
+  flags.DEFINE_integer('test_min_size', 0, 'Shorter side for evaluation, export and '
+                       'prediction (one scale); 0: the largest --min_size.')
   flags.DEFINE_integer('max_size', 1000, '...and the longer side at most this many.')
   flags.DEFINE_integer('max_boxes', 100, 'Ground-truth boxes kept per image (padding size).')
   flags.DEFINE_bool('flip', True, 'Random horizontal flips in training.')
+  help_texts = {
+      'brightness': 'add a value from [-this, this] x 255 to the pixels',
+      'contrast': 'scale distances to the channel means by a factor from '
+                  '[1 - this, 1 + this]',
+      'saturation': 'scale the saturation by a factor from [1 - this, 1 + this]',
+      'hue': 'rotate the hue by up to this fraction of the colour circle'}
+  for name, high in config_lib.AUGMENT_LIMITS:
+    flags.DEFINE_float(name, 0.0, f'Training: {help_texts[name]} (0: off; at most {high}).',
+                       lower_bound=0.0, upper_bound=high)
+  jitter = flags.DEFINE_list(
+      'scale_jitter', [], 'LOW,HIGH: training multiplies the resize factor by a factor '
+      'from [LOW, HIGH] and crops a window of at most the usual size (e.g. 0.5,2.0); '
+      'empty: off.')
+  flags.register_validator(jitter, valid_scale_jitter,
+                           message='expected two numbers LOW,HIGH with 0 < LOW <= HIGH')
   flags.DEFINE_bool('skip_difficult', True, 'Leave difficult objects out of training.')
   flags.DEFINE_integer('shapes_image_size', 128, 'Side of the built-in shapes images.')
   flags.DEFINE_integer('shapes_train_images', 2000, 'Images in the shapes train split.')
   flags.DEFINE_integer('shapes_test_images', 200, 'Images in the shapes test split.')
+
+
+class SizesParser(flags.ArgumentParser):
+  """--min_size: one positive int, or several separated by commas (multi-scale training).
+
+  The value is an int for one size and a tuple of ints for several, as
+  `config.DataConfig.min_size`.
+  """
+
+  def parse(self, argument):
+    try:
+      sizes = config_lib.min_sizes_of(argument)
+    except config_lib.ConfigError:
+      raise ValueError(f'expected positive integers separated by commas, got {argument!r}'
+                       ) from None
+    return sizes[0] if len(sizes) == 1 else sizes
+
+  def flag_type(self):
+    return 'int or int list'
+
+
+class SizesSerializer(flags.ArgumentSerializer):
+  """Writes --min_size back as the parser reads it (flags.cfg of a run)."""
+
+  def serialize(self, value):
+    return ','.join(str(v) for v in config_lib.min_sizes_of(value))
+
+
+def valid_scale_jitter(value):
+  """Whether --scale_jitter is empty or LOW,HIGH with 0 < LOW <= HIGH."""
+  try:
+    config_lib.scale_jitter_of(value)
+  except config_lib.ConfigError:
+    return False
+  return True
 
 
 def define_input_service_flags():
@@ -68,8 +124,11 @@ def define_model_flags():
                     'Train batch normalization (batch statistics, learned scale and shift) '
                     'instead of freezing it; for backbones with batch norm trained from '
                     'scratch (backbone_weights=none) on batches of several images.')
-  _floats('anchor_scales', (8, 16, 32), 'Anchor scales (times anchor_base_size).')
-  _floats('anchor_ratios', (0.5, 1.0, 2.0), 'Anchor aspect ratios (height / width).')
+  _floats('anchor_scales', (8, 16, 32), "Anchor scales (times anchor_base_size); train.py: "
+          "'auto' (3) or 'auto:N' fits N to the training split's boxes "
+          "(data/anchor_fit.py) and writes them to the run's run_config.json.")
+  _floats('anchor_ratios', (0.5, 1.0, 2.0), "Anchor aspect ratios (height / width); "
+          "train.py: 'auto' or 'auto:N' as for --anchor_scales.")
   flags.DEFINE_integer('anchor_base_size', 16, 'Anchor base size in pixels.')
   flags.DEFINE_integer('rpn_channels', 512, "Width of the RPN's 3x3 conv.")
   flags.DEFINE_integer('train_pre_nms_topk', 12000, 'Proposals kept before NMS (training).')

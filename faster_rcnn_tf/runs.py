@@ -321,7 +321,8 @@ class LoadedModel:
     through `detector()` only.
   config: the RunConfig (kind 'run'), else None.
   class_names: the K class names; class id i (1..K) is class_names[i - 1].
-  min_size, max_size: the resizing the model was trained with.
+  min_size, max_size: the resizing for inference (min_size: the run's test size, one int
+    even when it trained at several; `config.DataConfig.inference_min_size`).
   checkpoint, step: the restored checkpoint prefix and its training step (kind 'run').
   export_info: export.py's export_info.json (kind 'saved_model'), else None.
   """
@@ -421,7 +422,7 @@ def load_model(path: str, checkpoint: Optional[str] = None,
         f'class_{i}' for i in range(1, model.num_classes + 1)]
     defaults = config_lib.DataConfig()
     return LoadedModel('keras', path, model, None, list(names),
-                       getattr(model, 'min_size', defaults.min_size),
+                       getattr(model, 'min_size', defaults.inference_min_size),
                        getattr(model, 'max_size', defaults.max_size))
   if kind == 'saved_model':
     if checkpoint:
@@ -448,5 +449,5 @@ def load_model(path: str, checkpoint: Optional[str] = None,
   model = build_model(config)
   restore_checkpoint(model, ckpt, run_config, config.class_names)
   return LoadedModel('run', run, model, config, list(config.class_names),
-                     config.data.min_size, config.data.max_size, checkpoint=ckpt,
+                     config.data.inference_min_size, config.data.max_size, checkpoint=ckpt,
                      step=checkpoint_step(ckpt))

@@ -16,20 +16,22 @@ def _built(name):
   return backbones.build_backbone(name, None)
 
 
-@pytest.mark.parametrize('name,stride,channels,head_dim,max_pool', [
-    ('tiny', 16, 128, 256, False),
-    ('tiny_s8', 8, 128, 256, False),
-    ('mobilenet_v2', 16, 96, 1024, False),
-    ('resnet50', 16, 1024, 2048, False),
-    ('vgg16', 16, 512, 4096, True),
+@pytest.mark.parametrize('name,stride,channels,head_dim,crop_size,max_pool', [
+    ('tiny', 16, 128, 256, 7, False),
+    ('tiny_s8', 8, 128, 256, 7, False),
+    ('mobilenet_v2', 16, 96, 1024, 7, False),
+    ('resnet50', 16, 1024, 2048, 14, False),
+    ('vgg16', 16, 512, 4096, 7, True),
 ])
-def test_backbone_builds_with_its_stride(name, stride, channels, head_dim, max_pool):
+def test_backbone_builds_with_its_stride(name, stride, channels, head_dim, crop_size,
+                                         max_pool):
   net = _built(name)
-  assert net.stride == stride and net.crop_size == 7 and net.crop_max_pool == max_pool
+  assert net.stride == stride and net.crop_size == crop_size
+  assert net.crop_max_pool == max_pool
   images = tf.random.stateless_uniform([1, 64, 80, 3], seed=[1, 2], maxval=255.0)
   features = net.features(net.normalize(images), training=False)
   assert tuple(features.shape) == (1, 64 // stride, 80 // stride, channels)
-  crops = tf.random.stateless_normal([2, 7, 7, channels], seed=[3, 4])
+  crops = tf.random.stateless_normal([2, crop_size, crop_size, channels], seed=[3, 4])
   out = net.roi_head(crops, training=False)
   assert tuple(out.shape) == (2, head_dim)
   assert net.roi_head.output_shape[-1] == head_dim
@@ -55,6 +57,27 @@ def test_resnet_head_is_the_conv5_stage():
   assert not any(n.startswith('conv4_') for n in names)
   # 3 blocks of 3 convs, plus the first block's shortcut conv.
   assert sum(n.startswith('conv5_') and n.endswith('_conv') for n in names) == 10
+
+
+def test_resnet_head_runs_conv5_at_7x7_on_14x14_crops():
+  """detectron2's R50-C4: 14x14 crops, conv5's first block at stride 2, a 7x7 map before
+  the average pool; the pooled vector is that map's mean."""
+  net = _built('resnet50')
+  head = net.roi_head
+  assert tuple(head.input_shape) == (None, 14, 14, 1024)
+  pool = head.get_layer('roi_avg_pool')
+  before_pool = keras.Model(head.input, pool.input)
+  assert tuple(before_pool.output_shape) == (None, 7, 7, 2048)
+  crops = tf.random.stateless_normal([2, 14, 14, 1024], seed=[7, 8])
+  conv5 = before_pool(crops, training=False).numpy()
+  assert conv5.shape == (2, 7, 7, 2048)
+  np.testing.assert_allclose(head(crops, training=False).numpy(), conv5.mean(axis=(1, 2)),
+                             rtol=1e-5, atol=1e-5)
+  # The first block's convs at stride 2 (1x1 conv1 and the shortcut), the rest at 1.
+  strides = {layer.name: layer.strides for layer in head.layers
+             if isinstance(layer, keras.layers.Conv2D)}
+  assert strides['conv5_block1_0_conv'] == (2, 2) and strides['conv5_block1_1_conv'] == (2, 2)
+  assert all(s == (1, 1) for n, s in strides.items() if not n.startswith('conv5_block1_'))
 
 
 @pytest.mark.parametrize('name', ['resnet50', 'mobilenet_v2'])

@@ -223,7 +223,8 @@ def test_backbones_fold_every_conv_batch_norm_pair_with_the_same_result(name):
   want = plain.features(x, training=False).numpy()
   got = folded.features(x, training=False).numpy()
   np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
-  crops = tf.random.stateless_normal([2, 7, 7, want.shape[-1]], seed=[3, 4])
+  side = plain.crop_size
+  crops = tf.random.stateless_normal([2, side, side, want.shape[-1]], seed=[3, 4])
   want = plain.roi_head(crops, training=False).numpy()
   np.testing.assert_allclose(folded.roi_head(crops, training=False).numpy(), want,
                              rtol=1e-3, atol=1e-3 * np.abs(want).max())

@@ -148,3 +148,41 @@ def test_unreadable_run_folders_are_one_line_naming_the_file(tmp_path):
   (tmp_path / 'run_config.json').write_text('{"model": {"backbone": "tiny"}}')
   with pytest.raises(runs.RunError, match='"class_names" is empty'):
     runs.read_run_config(str(tmp_path))
+
+
+def test_multi_scale_augmentation_and_auto_anchors_round_trip():
+  flag_values = _all_flags()
+  flag_values(['train.py', '--min_size=480,512,800', '--brightness=0.125', '--hue=0.05',
+               '--scale_jitter=0.5,2', '--anchor_scales=auto:4', '--anchor_ratios=0.5,2'])
+  config = config_lib.RunConfig.from_flags(flag_values).replace(class_names=('a',))
+  d, m = config.data, config.model
+  assert d.min_size == (480, 512, 800) and d.train_min_sizes == (480, 512, 800)
+  assert d.inference_min_size == 800                 # the largest training size
+  assert (d.brightness, d.hue, d.scale_jitter) == (0.125, 0.05, (0.5, 2.0))
+  assert m.anchor_scales == ('auto:4',) and m.anchor_ratios == (0.5, 2.0)
+  assert m.auto_anchors
+  assert config_lib.RunConfig.from_json(config.to_json()) == config
+  assert config_lib.pipeline_kwargs(d)['min_size'] == (480, 512, 800)
+  assert config_lib.pipeline_kwargs(d)['scale_jitter'] == (0.5, 2.0)
+  with pytest.raises(config_lib.ConfigError, match='resolved by train.py'):
+    config_lib.model_kwargs(config)
+  # One size stays an int; --test_min_size picks the inference size.
+  flag_values = _all_flags()
+  flag_values(['train.py', '--min_size=64', '--test_min_size=72'])
+  d = config_lib.RunConfig.from_flags(flag_values).data
+  assert (d.min_size, d.train_min_sizes, d.inference_min_size) == (64, (64,), 72)
+  assert config_lib.pipeline_kwargs(d)['scale_jitter'] is None
+
+
+@pytest.mark.parametrize('section,values,expected', [
+    ('data', {'min_size': [64, 0]}, '--min_size'),
+    ('data', {'min_size': 'big'}, '--min_size'),
+    ('data', {'scale_jitter': [2.0, 1.0]}, '--scale_jitter'),
+    ('data', {'scale_jitter': [0.5]}, '--scale_jitter'),
+    ('data', {'hue': 0.9}, '--hue must be in'),
+    ('data', {'test_min_size': -1}, '--test_min_size'),
+    ('model', {'anchor_scales': ['auto:x']}, '--anchor_scales'),
+])
+def test_bad_data_and_anchor_fields_in_a_file_name_the_field(section, values, expected):
+  with pytest.raises(config_lib.ConfigError, match=expected):
+    config_lib.RunConfig.from_dict({section: values}, where='x.json')

@@ -31,6 +31,11 @@ def _losses_by_step(stdout):
     (['--num_steps=-3'], 'num_steps'),
     (['--mixed_precision', '--precision=mixed_bfloat16'], 'mixed_bfloat16'),
     (['--inference_splits=0'], "--inference_splits=0: expected 'auto' or a positive"),
+    (['--min_size=0'], '--min_size=0'),
+    (['--min_size=64,abc'], '--min_size=64,abc'),
+    (['--anchor_scales=auto:x'], '--anchor_scales'),
+    (['--scale_jitter=2,1'], '--scale_jitter'),
+    (['--hue=0.9'], '--hue'),
 ])
 def test_bad_config_names_the_problem_and_writes_nothing(tmp_path, args, expected):
   model_dir = tmp_path / 'run'

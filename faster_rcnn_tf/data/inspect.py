@@ -3,6 +3,7 @@
     python -m faster_rcnn_tf.data.inspect --dataset=SPEC [--split=SPLIT] [--output_dir=DIR]
         [--classes=a,b] [--data_dir=TFDS_DIR] [--max_images=N] [--num_drawn=8]
         [--val_fraction=0.1] [--label_map=label_map.pbtxt]
+        [--flagfile=configs/NAME.cfg] [--min_size=...] [--anchor_scales=...] ...
 
 Reads every image of the split (decoding it, so image problems are found too), prints one
 JSON object:
@@ -14,6 +15,13 @@ JSON object:
 
 and writes DIR/inspect_<dataset>_<split>.png with the first `num_drawn` images, boxes and
 class names drawn ('*' marks difficult objects).
+
+With --anchor_report (the default) the object also has "anchors" (`anchor_fit`): the
+ground-truth box sizes and aspect ratios in the resized image (--min_size, --max_size),
+the anchor recall (fraction of boxes whose best anchor reaches IoU 0.5 / 0.7) of the
+configured anchors (--backbone, --anchor_base_size, --anchor_scales, --anchor_ratios) and
+of what train.py's --anchor_scales=auto / --anchor_ratios=auto would choose. A training
+config can be given with --flagfile: the flags inspect does not have are ignored there.
 """
 
 import json
@@ -26,20 +34,25 @@ from absl import app
 from absl import flags
 from PIL import Image
 
+from faster_rcnn_tf import config as config_lib
+from faster_rcnn_tf import config_flags
 from faster_rcnn_tf import visualize
+from faster_rcnn_tf.data import anchor_fit
 from faster_rcnn_tf.data import records as R
 from faster_rcnn_tf.data import registry
 
 _GRID_CELL = 384  # drawn images are shrunk to at most this side in the grid
 
 
-def summarize(source, max_images=None, num_drawn=8):
+def summarize(source, max_images=None, num_drawn=8, collect=None, skip_difficult=True):
   """Counts what a source yields.
 
   Args:
     source: a dataset source.
     max_images: stop after this many records (None: all).
     num_drawn: how many of the first records to draw.
+    collect: None, or a list that gets `anchor_fit.image_boxes` of every record.
+    skip_difficult: whether those leave difficult boxes out.
   Returns:
     (summary dict as in the module docstring without 'grid', list of drawn uint8 images).
   """
@@ -55,6 +68,8 @@ def summarize(source, max_images=None, num_drawn=8):
     empty += int(len(classes) == 0)
     per_class += np.bincount(classes - 1, minlength=len(per_class))[:len(per_class)]
     size = record[R.IMAGE].shape[:2]
+    if collect is not None:
+      collect.append(anchor_fit.image_boxes(record, skip_difficult))
     min_size = size if min_size is None else np.minimum(min_size, size)
     max_size = size if max_size is None else np.maximum(max_size, size)
     if len(drawn) < num_drawn:
@@ -85,11 +100,29 @@ def summarize(source, max_images=None, num_drawn=8):
 
 
 def run(dataset, split='train', output_dir='.', classes=None, data_dir=None, seed=0,
-        max_images=None, num_drawn=8, val_fraction=0.1, label_map=None):
-  """What the command does; returns the summary dict (with 'grid', the PNG path or None)."""
+        max_images=None, num_drawn=8, anchors=None, val_fraction=0.1, label_map=None):
+  """What the command does; returns the summary dict (with 'grid', the PNG path or None).
+
+  anchors: None (no anchor report) or a dict of the training settings: min_size (int or
+  sequence), max_size, skip_difficult, backbone, anchor_base_size, anchor_scales and
+  anchor_ratios (lists of strings as the flags give them, 'auto' allowed).
+  val_fraction, label_map: as train.py's flags (data without split files, tfrecord:).
+  """
   source = registry.get_source(dataset, split, classes=classes, data_dir=data_dir, seed=seed,
                                val_fraction=val_fraction, label_map=label_map)
-  summary, drawn = summarize(source, max_images=max_images, num_drawn=num_drawn)
+  images = [] if anchors else None
+  summary, drawn = summarize(source, max_images=max_images, num_drawn=num_drawn,
+                             collect=images,
+                             skip_difficult=bool(anchors and anchors['skip_difficult']))
+  if anchors:
+    sizes = config_lib.min_sizes_of(anchors['min_size'])
+    resized = anchor_fit.resize_all(images, sizes, anchors['max_size'])
+    summary['anchors'] = dict(
+        min_sizes=list(sizes), max_size=anchors['max_size'],
+        **anchor_fit.inspect_anchors(
+            resized, anchors['anchor_base_size'], anchor_fit.feature_stride(
+                anchors['backbone']), anchors['anchor_scales'], anchors['anchor_ratios'],
+            seed=seed))
   summary['grid'] = None
   if drawn and output_dir:
     os.makedirs(output_dir, exist_ok=True)
@@ -110,14 +143,44 @@ def define_flags():
   flags.DEFINE_integer('num_drawn', 8, 'Images drawn into the PNG.')
   flags.DEFINE_float('val_fraction', 0.1, "Share of 'val' in data without split files.")
   flags.DEFINE_string('label_map', None, 'label_map.pbtxt of a tfrecord: dataset.')
+  flags.DEFINE_bool('anchor_report', True, 'Report box shapes and anchor recall.')
+  # The training flags the anchor report reads (same names and defaults as train.py's).
+  flags.DEFINE(config_flags.SizesParser(), 'min_size', 600, 'Training --min_size.',
+               serializer=config_flags.SizesSerializer())
+  flags.DEFINE_integer('max_size', 1000, 'Training --max_size.')
+  flags.DEFINE_bool('skip_difficult', True, 'Training --skip_difficult.')
+  flags.DEFINE_string('backbone', 'vgg16', 'Training --backbone (its feature stride).')
+  flags.DEFINE_integer('anchor_base_size', 16, 'Training --anchor_base_size.')
+  flags.DEFINE_list('anchor_scales', ['8', '16', '32'], "Training --anchor_scales ('auto').")
+  flags.DEFINE_list('anchor_ratios', ['0.5', '1.0', '2.0'],
+                    "Training --anchor_ratios ('auto').")
+
+
+def parse_flags(argv):
+  """absl parsing where flags inside --flagfile files that inspect lacks are ignored (a
+  training config names many); on the command line itself they are errors (one line,
+  exit status 2)."""
+  return config_flags.parse_argv(flags.FLAGS, argv, 'inspect')
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
+  anchors = None
+  if f.anchor_report:
+    try:
+      for name in ('anchor_scales', 'anchor_ratios'):
+        anchor_fit.parse_auto(f[name].value)
+    except ValueError as e:
+      sys.stderr.write(f'inspect: error: --{name}: {e}\n')
+      return 2
+    anchors = {name: f[name].value for name in (
+        'min_size', 'max_size', 'skip_difficult', 'backbone', 'anchor_base_size',
+        'anchor_scales', 'anchor_ratios')}
   try:
     summary = run(f.dataset, f.split, f.output_dir, f.classes, f.data_dir, f.seed,
-                  f.max_images or None, f.num_drawn, f.val_fraction, f.label_map)
+                  f.max_images or None, f.num_drawn, anchors=anchors,
+                  val_fraction=f.val_fraction, label_map=f.label_map)
   except (ValueError, OSError) as e:  # a bad spec, folder or file: one line, no traceback
     sys.stderr.write(f'inspect: error: --dataset={f.dataset} --split={f.split}: {e}\n')
     return 2
@@ -128,4 +191,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(lambda argv: sys.exit(main(argv)))
+  app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)

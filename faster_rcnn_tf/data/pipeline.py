@@ -3,12 +3,16 @@
 Per image: parallel decode (the source's `as_dataset`), optional removal of difficult boxes,
 random horizontal flip (training only), resize (shorter side min_size, longer at most
 max_size; `transforms.compute_scale`), ground truth padded/truncated to `max_boxes`.
+Training can also draw the shorter side from a list once per batch (multi-scale
+training; evaluation uses one size), jitter the scale with a crop, and distort the
+colours (`augment`); all off by default.
 Then batching with zero padding at the bottom/right up to a multiple of `pad_multiple`, and
 prefetching. Images stay float32 in [0, 255]: the model subtracts its backbone's pixel mean.
 
 Shuffling (training) permutes the image order with `shuffle_seed` before decoding, a new
 permutation each epoch, deterministically. Flips are drawn with a stateless RNG from
-(shuffle_seed, position in the stream), so a run is reproducible.
+(shuffle_seed, position in the stream), so a run is reproducible; so are the other
+augmentations' draws (the size from (shuffle_seed, batch index)).
 """
 
 import sys
@@ -19,6 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from faster_rcnn_tf import inputs
+from faster_rcnn_tf.data import augment
 from faster_rcnn_tf.data import records as R
 from faster_rcnn_tf.data import transforms
 
@@ -47,7 +52,8 @@ def bucket_sides(min_size, max_size, pad_multiple=32, steps=4):
 
 def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, max_boxes=100,
                  flip=True, shuffle_seed=0, skip_difficult=False, pad_multiple=32,
-                 drop_remainder=None, repeat=None, pad_sides=None):
+                 drop_remainder=None, repeat=None, pad_sides=None, brightness=0.0,
+                 contrast=0.0, saturation=0.0, hue=0.0, scale_jitter=None):
   """Builds the batched dataset.
 
   Args:
@@ -55,7 +61,9 @@ def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, m
     training: shuffle (if shuffle_seed is not None), flip (if flip), repeat and drop the last
       partial batch (unless told otherwise).
     batch_size: images per batch.
-    min_size, max_size: resize targets (see `transforms.compute_scale`).
+    min_size, max_size: resize targets (see `transforms.compute_scale`). min_size may be a
+      sequence of ints: in training one of them is drawn for each batch (all images of a
+      batch share it); otherwise the largest is used.
     max_boxes: G, ground truth rows per image; extra boxes are cut (first max_boxes kept)
       and reported as 'too_many_boxes' in `source.problems`.
     flip: random horizontal flip with probability 0.5 (training only).
@@ -67,6 +75,11 @@ def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, m
     pad_sides: optional sorted list of allowed padded heights and widths (`bucket_sides`):
       each padded side becomes the smallest one that fits (the multiple of pad_multiple
       above the largest, if none does), so batches take few distinct shapes.
+    brightness, contrast, saturation, hue: photometric distortion strengths (training
+      only; `augment.photometric_distort`); 0 leaves that property alone.
+    scale_jitter: None, or (low, high): in training the resize factor is multiplied by
+      a factor from [low, high] and a window of at most the usual size is cropped
+      (`augment.jitter_resize_and_crop`; boxes cut to under a pixel are dropped).
   Returns:
     tf.data.Dataset of dicts: images float32 [B, Hp, Wp, 3], image_sizes int32 [B, 2],
     scales float32 [B], original_sizes int32 [B, 2], image_ids int64 [B],
@@ -82,6 +95,17 @@ def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, m
   repeat = training if repeat is None else repeat
   do_flip = bool(training and flip)
   seed = 0 if shuffle_seed is None else int(shuffle_seed)
+  sizes = tuple(int(v) for v in min_size) if isinstance(min_size, (list, tuple)) else (
+      int(min_size),)
+  if not training:
+    sizes = (max(sizes),)
+  photometric = dict(brightness=brightness, contrast=contrast, saturation=saturation,
+                     hue=hue) if training else {}
+  augment.check_photometric(**photometric)
+  do_photometric = any(photometric.values())
+  jitter = tuple(float(v) for v in scale_jitter) if (training and scale_jitter) else None
+  if jitter:
+    augment.check_scale_jitter(*jitter)
 
   ds = source.as_dataset(shuffle_seed=shuffle_seed if training else None)
   reports_in_graph = bool(getattr(source, 'reports_in_graph', False))
@@ -101,16 +125,27 @@ def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, m
       classes = tf.boolean_mask(classes, keep)
       difficult = tf.boolean_mask(difficult, keep)
     image = record[R.IMAGE]
+    image_seed = tf.stack([tf.constant(seed, tf.int64), position])
+    size_seed = tf.stack([tf.constant(seed, tf.int64), position // batch_size])
+    target = augment.draw_min_size(sizes, size_seed)
     if do_flip:
       # Flipping before resizing is equivalent (half-pixel-centre sampling is mirror
       # symmetric) and moves 4x fewer bytes than flipping the float32 result.
-      coin = tf.random.stateless_uniform([], seed=tf.stack([tf.constant(seed, tf.int64),
-                                                            position]))
+      coin = tf.random.stateless_uniform([], seed=image_seed)
       image, boxes = tf.cond(coin < 0.5,
                              lambda: transforms.flip_left_right(image, boxes),
                              lambda: (image, tf.cast(boxes, tf.float32)))
-    image, boxes, scale, size = transforms.resize_image_and_boxes(
-        image, boxes, min_size, max_size)
+    if jitter:
+      image, boxes, keep, scale, size = augment.jitter_resize_and_crop(
+          image, boxes, target, max_size, jitter[0], jitter[1], image_seed)
+      boxes = tf.boolean_mask(boxes, keep)
+      classes = tf.boolean_mask(classes, keep)
+      difficult = tf.boolean_mask(difficult, keep)
+    else:
+      image, boxes, scale, size = transforms.resize_image_and_boxes(
+          image, boxes, target, max_size)
+    if do_photometric:
+      image = augment.photometric_distort(image, image_seed, **photometric)
     num = tf.shape(classes)[0]
     image_id = record[R.IMAGE_ID]
 

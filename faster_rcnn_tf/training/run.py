@@ -1,13 +1,17 @@
 """A whole training run from a `config.RunConfig`: what train.py does after its flags.
 
-`train(config)` reads the data, builds the strategy, model and optimizer, writes the run
-folder's run_config.json (and a human-readable flags.cfg when given), resumes from the
-latest checkpoint, runs `loop.train_loop`, and evaluates at the end. Bad settings raise
+`train(config)` reads the data, fits 'auto' anchors to the training split
+(`fit_anchors`), builds the strategy, model and optimizer, writes the run folder's
+run_config.json (and a human-readable flags.cfg when given), resumes from the latest
+checkpoint, runs `loop.train_loop`, and evaluates at the end. Bad settings raise
 `config.ConfigError` (one line naming the setting) before anything is written.
 """
 
+import dataclasses
 import json
 import os
+import re
+import time
 from typing import Optional
 
 from faster_rcnn_tf import config as config_lib
@@ -62,6 +66,47 @@ def load_sources(config: config_lib.RunConfig):
   return train, evals
 
 
+def fit_anchors(config: config_lib.RunConfig, train_source, print_fn=_print):
+  """The configuration with anchor_scales / anchor_ratios 'auto[:N]' replaced by values
+  fitted to the training split's boxes at the training sizes (`data.anchor_fit`), so
+  the run's run_config.json records what the model uses; unchanged without 'auto'."""
+  m, d = config.model, config.data
+  if not m.auto_anchors:
+    return config
+  from faster_rcnn_tf.data import anchor_fit
+  t0 = time.time()
+  resized = anchor_fit.resized_boxes(train_source, d.train_min_sizes, d.max_size,
+                                     d.skip_difficult)
+  try:
+    scales, ratios, report = anchor_fit.resolve_auto(
+        resized, m.anchor_base_size, anchor_fit.feature_stride(m.backbone),
+        [str(v) for v in m.anchor_scales], [str(v) for v in m.anchor_ratios],
+        seed=config.train.seed)
+  except ValueError as e:
+    raise config_lib.ConfigError(f'--anchor_scales / --anchor_ratios auto: {e}') from None
+  # Six significant digits: run_config.json and flags.cfg hold the same numbers.
+  model = dataclasses.replace(m, anchor_scales=tuple(float(f'{v:g}') for v in scales),
+                              anchor_ratios=tuple(float(f'{v:g}') for v in ratios))
+  print_fn(f'Anchors fitted to {d.train_split} ({time.time() - t0:.0f} s): scales '
+           f'{_joined(model.anchor_scales)} ratios {_joined(model.anchor_ratios)}; recall '
+           f'at IoU 0.5 / 0.7: {report["recall_grid"]["0.5"]:.3f} / '
+           f'{report["recall_grid"]["0.7"]:.3f}')
+  return config.replace(model=model)
+
+
+def _joined(values):
+  return ','.join(f'{v:g}' for v in values)
+
+
+def _with_anchors(flags_text, model: config_lib.ModelConfig):
+  """flags.cfg text with its --anchor_scales / --anchor_ratios lines set to the model's
+  (fitted) values."""
+  for name in ('anchor_scales', 'anchor_ratios'):
+    flags_text = re.sub(rf'^--{name}=.*$', f'--{name}={_joined(getattr(model, name))}',
+                        flags_text, flags=re.M)
+  return flags_text
+
+
 def evaluate_model(model, source, config: config_lib.RunConfig, step, writer=None,
                    print_fn=_print):
   """VOC07 mAP@0.5 of `model` on `source`; prints the per-class table.
@@ -72,7 +117,7 @@ def evaluate_model(model, source, config: config_lib.RunConfig, step, writer=Non
   from faster_rcnn_tf.evaluation import run_model
   value, results, run = run_model.voc07_map(
       model, source, batch_size=config.train.eval_batch_size,
-      min_size=config.data.min_size, max_size=config.data.max_size,
+      min_size=config.data.inference_min_size, max_size=config.data.max_size,
       max_images=config.train.max_eval_images)
   for name, ap in zip(source.class_names, results['ap']):
     print_fn(f'  AP@0.5 {name:>20s}: {ap:.4f}')
@@ -118,6 +163,8 @@ def train(config: config_lib.RunConfig, flags_text: Optional[str] = None,
   validate(config)
   train_source, eval_source = load_sources(config)
   config = config.replace(class_names=tuple(train_source.class_names))
+  fitted = config.model.auto_anchors
+  config = fit_anchors(config, train_source, print_fn)
   t = config.train
   distribute.split_cpu(t.cpu_devices)
   import keras
@@ -146,6 +193,8 @@ def train(config: config_lib.RunConfig, flags_text: Optional[str] = None,
   if chief:
     runs.write_run_config(model_dir, config)
     if flags_text is not None:
+      if fitted:
+        flags_text = _with_anchors(flags_text, config.model)
       atomic_write_text(os.path.join(model_dir, runs.FLAGS_FILE), flags_text)
   else:  # Other workers write their (unused) checkpoints to a private folder.
     model_dir = os.path.join(model_dir, f'.worker_{os.getpid()}')
