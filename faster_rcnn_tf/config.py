@@ -195,6 +195,10 @@ class DataConfig:
   eval_split: str = 'test'
   data_dir: Optional[str] = None
   classes: Optional[Tuple[str, ...]] = None
+  # Data without split files: the share of images a hash of their names puts in 'val'.
+  val_fraction: float = 0.1
+  # tfrecord: datasets: a label_map.pbtxt naming the classes (None: the records' texts).
+  label_map: Optional[str] = None
   min_size: Union[int, Tuple[int, ...]] = 600
   test_min_size: int = 0
   max_size: int = 1000
@@ -209,6 +213,10 @@ class DataConfig:
   shapes_image_size: int = 128
   shapes_train_images: int = 2000
   shapes_test_images: int = 200
+  # train.py: grpc://HOST:PORT of a tf.data service running the input pipeline ('' off),
+  # and how its workers share the data ('dynamic' or 'off').
+  data_service: str = ''
+  data_service_mode: str = 'dynamic'
 
   def __post_init__(self):
     if self.classes is not None:
@@ -436,7 +444,8 @@ def model_kwargs(config: RunConfig, pretrained: bool = True,
 
 def source_kwargs(data: DataConfig) -> dict:
   """Keyword arguments for `data.registry.get_source` (without `classes`)."""
-  return dict(data_dir=data.data_dir,
+  return dict(data_dir=data.data_dir, val_fraction=data.val_fraction,
+              label_map=data.label_map or None,
               shapes_options=dict(image_size=data.shapes_image_size,
                                   train_images=data.shapes_train_images,
                                   test_images=data.shapes_test_images))
