@@ -173,8 +173,10 @@ def train(config: config_lib.RunConfig, flags_text: Optional[str] = None,
   validate(config)
   train_source, eval_source = load_sources(config)
   config = config.replace(class_names=tuple(train_source.class_names))
-  fitted = config.model.auto_anchors
-  config = fit_anchors(config, train_source, print_fn)
+  if config.model.auto_anchors:
+    config = fit_anchors(config, train_source, print_fn)
+    if flags_text is not None:  # flags.cfg shows the fitted values, not 'auto'
+      flags_text = _with_anchors(flags_text, config.model)
   t = config.train
   distribute.split_cpu(t.cpu_devices)
   import keras
@@ -226,8 +228,6 @@ def _train_in_folder(config, strategy, train_source, eval_source, flags_text, pr
   if chief:
     runs.write_run_config(model_dir, config)
     if flags_text is not None:
-      if fitted:
-        flags_text = _with_anchors(flags_text, config.model)
       atomic_write_text(os.path.join(model_dir, runs.FLAGS_FILE), flags_text)
   else:  # Other workers restore the chief's checkpoints, save into a private folder.
     model_dir = preemption.worker_folder(t.model_dir)
