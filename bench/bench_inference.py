@@ -117,9 +117,9 @@ def _run_model_kwargs(model_dir):
     config = runs.read_run_config(model_dir)
   except runs.RunError:
     return None
-  kwargs = config_lib.model_kwargs(config, pretrained=False)
-  for name in ('backbone_weights', 'compile_backbone'):  # random weights; speed only
-    kwargs.pop(name)
+  # Random weights; the structure only (the backbone's XLA compilation changes speed).
+  kwargs = config_lib.model_kwargs(config, pretrained=False, serving=True)
+  kwargs.pop('backbone_weights')
   return kwargs
 
 

@@ -1,12 +1,21 @@
 """Input pipeline throughput: images/s that `data.pipeline.make_dataset` delivers.
 
     python bench/bench_input_pipeline.py [--bccd_dir=../shared/data/bccd] [--batch_size=2]
-        [--num_batches=60] [--min_size=600] [--max_size=1000] [--datasets=shapes,bccd]
+        [--num_batches=60] [--min_size=600] [--max_size=1000]
+        [--datasets=shapes,bccd,bccd_python,bccd_tfrecord] [--cores=0]
 
 Prints one JSON line per measurement:
     {"bench": "input_pipeline", "dataset", "split", "images_per_s", "batch_size",
-     "min_size", "max_size", "num_batches", "training", "cpu_count"}
-Training mode (shuffle, flip, repeat), batches fully materialized on the host. With
+     "min_size", "max_size", "num_batches", "training", "cpu_count", "cores"}
+Training mode (shuffle, flip, repeat), batches fully materialized on the host.
+`bccd` reads the VOC folder (its plain JPEGs decoded in TF ops, `data/graph_decode.py`);
+`bccd_python` the same with Pillow decoding in a Python callback (`decode_in_graph=False`,
+the path of folders that need Pillow's conversions); `bccd_tfrecord` the same split
+converted first (`data.convert`, into a temporary folder; the conversion time is printed)
+and read in TF ops only. `--cores=1,2` measures each dataset with tf.data limited
+to that many threads (its private thread pool, one op thread each), then prints per
+dataset the 2-over-1 scaling and, per core count, each dataset over bccd_python
+("bench": "input_pipeline_ratio", "over_python"). 0: TensorFlow's own thread count. With
 --augment, the same pipeline with every augmentation on is timed too, in the same run:
 multi-scale (shorter side drawn from 0.8, 0.9 and 1.0 x min_size), photometric
 distortion (brightness 0.125, contrast, saturation 0.3, hue 0.05) and scale jitter 0.5-2.0
@@ -31,7 +40,10 @@ from faster_rcnn_tf.data import registry  # pylint: disable=g-import-not-at-top,
 
 flags.DEFINE_string('bccd_dir', os.path.join(_REPO, '..', 'shared', 'data', 'bccd'),
                     'BCCD VOC folder.')
-flags.DEFINE_list('datasets', ['shapes', 'bccd'], 'Which of shapes, bccd to measure.')
+flags.DEFINE_list('datasets', ['shapes', 'bccd'],
+                  'Which of shapes, bccd, bccd_python, bccd_tfrecord to measure.')
+flags.DEFINE_list('cores', ['0'], 'tf.data thread counts to measure with (0: unlimited).')
+flags.DEFINE_integer('num_shards', 4, 'TFRecord files bccd_tfrecord is written as.')
 flags.DEFINE_integer('batch_size', 2, 'Images per batch.')
 flags.DEFINE_integer('num_batches', 60, 'Batches timed (after 3 warm-up batches).')
 flags.DEFINE_integer('min_size', 600, 'Shorter side after resizing.')
@@ -69,36 +81,85 @@ def measure_training(source, dataset, backbone, steps):
   return images / (time.perf_counter() - start)
 
 
-def main(argv):
-  del argv
-  specs = {'shapes': ('shapes', 'train'), 'bccd': (f'voc:{FLAGS.bccd_dir}', 'train')}
+def limit_threads(dataset, cores):
+  """The dataset with tf.data's work on `cores` threads (0: unchanged)."""
+  if not cores:
+    return dataset
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = cores
+  options.threading.max_intra_op_parallelism = 1
+  return dataset.with_options(options)
+
+
+def _bccd_tfrecord_spec(workdir):
+  import time  # pylint: disable=g-import-not-at-top
+  from faster_rcnn_tf.data import convert  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  prefix = os.path.join(workdir, 'bccd_train')
+  summary = convert.convert(registry.get_source(f'voc:{FLAGS.bccd_dir}', 'train'), prefix,
+                            FLAGS.num_shards)
+  print(json.dumps({'bench': 'input_pipeline_convert', 'dataset': 'bccd', 'split': 'train',
+                    'images': summary['images'], 'shards': FLAGS.num_shards,
+                    'seconds': round(time.perf_counter() - start, 2)}), flush=True)
+  return f'tfrecord:{prefix}-*.tfrecord'
+
+
+def run():
+  """Measures and prints (see the module docstring); returns {(dataset, cores): images/s}."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  workdir = tempfile.mkdtemp(prefix='bench_input_pipeline_')
+  specs = {'shapes': ('shapes', 'train'), 'bccd': (f'voc:{FLAGS.bccd_dir}', 'train'),
+           'bccd_python': (f'voc:{FLAGS.bccd_dir}', 'train'), 'bccd_tfrecord': (None, 'all')}
+  rates = {}
   for name in FLAGS.datasets:
     spec, split = specs[name]
+    if spec is None:
+      spec = _bccd_tfrecord_spec(workdir)
     source = registry.get_source(spec, split)
-    ds = pipeline.make_dataset(source, training=True, batch_size=FLAGS.batch_size,
-                               min_size=FLAGS.min_size, max_size=FLAGS.max_size)
-    rate = measure_pipeline(ds, FLAGS.num_batches)
-    extra = {}
-    if FLAGS.augment:
-      sizes = tuple(int(round(FLAGS.min_size * f)) for f in (0.8, 0.9, 1.0))
-      augmented = pipeline.make_dataset(
-          source, training=True, batch_size=FLAGS.batch_size, min_size=sizes,
-          max_size=FLAGS.max_size, brightness=0.125, contrast=0.3, saturation=0.3,
-          hue=0.05, scale_jitter=(0.5, 2.0))
-      augmented_rate = measure_pipeline(augmented, FLAGS.num_batches)
-      extra.update(augmented_images_per_s=round(augmented_rate, 1),
-                   augmented_over_plain=round(augmented_rate / rate, 2))
-    if FLAGS.train_backbone:
-      train_rate = measure_training(source, ds, FLAGS.train_backbone, FLAGS.train_steps)
-      extra.update(train_backbone=FLAGS.train_backbone,
-                   train_images_per_s=round(train_rate, 3),
-                   pipeline_over_training=round(rate / train_rate, 1))
-    print(json.dumps({
-        'bench': 'input_pipeline', 'dataset': name, 'split': split,
-        'images_per_s': round(rate, 1), 'batch_size': FLAGS.batch_size,
-        'min_size': FLAGS.min_size, 'max_size': FLAGS.max_size,
-        'num_batches': FLAGS.num_batches, 'training': True, 'cpu_count': os.cpu_count(),
-        **extra}), flush=True)
+    if name == 'bccd_python':
+      source.decode_in_graph = False
+    for cores in (int(c) for c in FLAGS.cores):
+      ds = pipeline.make_dataset(source, training=True, batch_size=FLAGS.batch_size,
+                                 min_size=FLAGS.min_size, max_size=FLAGS.max_size)
+      ds = limit_threads(ds, cores)
+      rate = measure_pipeline(ds, FLAGS.num_batches)
+      rates[(name, cores)] = rate
+      extra = {}
+      if FLAGS.augment:
+        sizes = tuple(int(round(FLAGS.min_size * f)) for f in (0.8, 0.9, 1.0))
+        augmented = limit_threads(pipeline.make_dataset(
+            source, training=True, batch_size=FLAGS.batch_size, min_size=sizes,
+            max_size=FLAGS.max_size, brightness=0.125, contrast=0.3, saturation=0.3,
+            hue=0.05, scale_jitter=(0.5, 2.0)), cores)
+        augmented_rate = measure_pipeline(augmented, FLAGS.num_batches)
+        extra.update(augmented_images_per_s=round(augmented_rate, 1),
+                     augmented_over_plain=round(augmented_rate / rate, 2))
+      if FLAGS.train_backbone:
+        train_rate = measure_training(source, ds, FLAGS.train_backbone, FLAGS.train_steps)
+        extra.update(train_backbone=FLAGS.train_backbone,
+                     train_images_per_s=round(train_rate, 3),
+                     pipeline_over_training=round(rate / train_rate, 1))
+      print(json.dumps({
+          'bench': 'input_pipeline', 'dataset': name, 'split': split,
+          'images_per_s': round(rate, 1), 'batch_size': FLAGS.batch_size,
+          'min_size': FLAGS.min_size, 'max_size': FLAGS.max_size,
+          'num_batches': FLAGS.num_batches, 'training': True, 'cpu_count': os.cpu_count(),
+          'cores': cores, **extra}), flush=True)
+  for (name, cores), rate in sorted(rates.items()):
+    if cores == 2 and (name, 1) in rates:
+      print(json.dumps({'bench': 'input_pipeline_ratio', 'dataset': name,
+                        'two_over_one_core': round(rate / rates[(name, 1)], 2)}), flush=True)
+    if name != 'bccd_python' and ('bccd_python', cores) in rates:
+      print(json.dumps({'bench': 'input_pipeline_ratio', 'dataset': name, 'cores': cores,
+                        'over_python': round(rate / rates[('bccd_python', cores)], 2)}),
+            flush=True)
+  return rates
+
+
+def main(argv):
+  del argv
+  run()
 
 
 if __name__ == '__main__':

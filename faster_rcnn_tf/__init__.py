@@ -2,6 +2,8 @@
 
     import faster_rcnn_tf
     model = faster_rcnn_tf.load_model('runs/shapes_quickstart')
+    result = model.detect('photo.jpg')[0]   # boxes in the photo's pixels, class names
+    picture = result.draw()                 # uint8 [H, W, 3] with the boxes drawn
 
 `load_model` takes a training run folder, a .keras file or an export.py SavedModel
 (see `faster_rcnn_tf.runs`). The package top is light: `import faster_rcnn_tf` loads no

@@ -20,6 +20,8 @@ import dataclasses
 import json
 from typing import Optional, Sequence, Tuple, Union
 
+from faster_rcnn_tf.execution import Execution
+
 FORMAT_VERSION = 1
 
 # The background RoIs of the second stage have IoU in [ROI_BG_IOU_LO, roi_bg_iou_hi) with
@@ -149,24 +151,30 @@ class ModelConfig:
                for v in (self.anchor_scales, self.anchor_ratios))
 
 
-@dataclasses.dataclass
-class ExecutionConfig:
-  """How the model runs; none of these changes the detections beyond rounding.
+def _execution_post_init(self):
+  # A flag gives inference_splits as a string ('auto' or '2'); JSON keeps it so.
+  self.inference_splits = str(self.inference_splits)
+
+
+def _to_execution(self) -> Execution:
+  """The `execution.Execution` these fields describe (precision left out)."""
+  return Execution(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Execution)})
+
+
+# precision plus the fields of `execution.Execution`, which documents them: one list of
+# execution options for the model, the flags and run_config.json.
+ExecutionConfig = dataclasses.make_dataclass(
+    'ExecutionConfig',
+    [('precision', str, 'float32')] +
+    [(f.name, f.type, f.default) for f in dataclasses.fields(Execution)],
+    namespace={'__post_init__': _execution_post_init, 'to_execution': _to_execution,
+               '__module__': __name__,
+               '__doc__': """How the model runs; none of these changes the detections beyond rounding.
 
   precision: Keras dtype policy ('float32', 'mixed_float16', 'mixed_bfloat16'); the
     variables stay float32, so a checkpoint loads under any of them.
-  detection_nms_method, proposal_nms_method, inference_splits, compile_backbone,
-    fold_batch_norm: the FasterRCNN arguments of the same names.
-  """
-  precision: str = 'float32'
-  detection_nms_method: str = 'auto'
-  proposal_nms_method: str = 'auto'
-  inference_splits: str = 'auto'
-  compile_backbone: bool = False
-  fold_batch_norm: bool = True
-
-  def __post_init__(self):
-    self.inference_splits = str(self.inference_splits)
+  The other fields are those of `execution.Execution` (documented there).
+  """})
 
 
 @dataclasses.dataclass
@@ -187,6 +195,10 @@ class DataConfig:
   eval_split: str = 'test'
   data_dir: Optional[str] = None
   classes: Optional[Tuple[str, ...]] = None
+  # Data without split files: the share of images a hash of their names puts in 'val'.
+  val_fraction: float = 0.1
+  # tfrecord: datasets: a label_map.pbtxt naming the classes (None: the records' texts).
+  label_map: Optional[str] = None
   min_size: Union[int, Tuple[int, ...]] = 600
   test_min_size: int = 0
   max_size: int = 1000
@@ -201,6 +213,10 @@ class DataConfig:
   shapes_image_size: int = 128
   shapes_train_images: int = 2000
   shapes_test_images: int = 200
+  # train.py: grpc://HOST:PORT of a tf.data service running the input pipeline ('' off),
+  # and how its workers share the data ('dynamic' or 'off').
+  data_service: str = ''
+  data_service_mode: str = 'dynamic'
 
   def __post_init__(self):
     if self.classes is not None:
@@ -414,7 +430,6 @@ def model_kwargs(config: RunConfig, pretrained: bool = True,
       num_classes=config.num_classes, backbone=m.backbone,
       backbone_weights=None if weights in (None, '', 'none') else weights,
       freeze_early_layers=m.freeze_early_layers, train_batch_norm=m.train_batch_norm,
-      fold_batch_norm=e.fold_batch_norm,
       anchor_base_size=m.anchor_base_size, anchor_scales=m.anchor_scales,
       anchor_ratios=m.anchor_ratios, rpn_channels=m.rpn_channels,
       train_pre_nms_topk=m.train_pre_nms_topk, train_post_nms_topk=m.train_post_nms_topk,
@@ -422,15 +437,15 @@ def model_kwargs(config: RunConfig, pretrained: bool = True,
       rpn_num_samples=m.rpn_num_samples, roi_num_samples=m.roi_num_samples,
       roi_fg_fraction=m.roi_fg_fraction, roi_bg_iou_lo=m.roi_bg_iou_lo,
       score_threshold=m.score_threshold, max_detections=m.max_detections,
-      detection_nms_method=e.detection_nms_method,
-      proposal_nms_method=e.proposal_nms_method,
-      compile_backbone=False if serving else e.compile_backbone,
-      inference_splits=e.inference_splits)
+      execution=e.to_execution(), compile_backbone=False if serving else None,
+      class_names=list(config.class_names), min_size=config.data.inference_min_size,
+      max_size=config.data.max_size)
 
 
 def source_kwargs(data: DataConfig) -> dict:
   """Keyword arguments for `data.registry.get_source` (without `classes`)."""
-  return dict(data_dir=data.data_dir,
+  return dict(data_dir=data.data_dir, val_fraction=data.val_fraction,
+              label_map=data.label_map or None,
               shapes_options=dict(image_size=data.shapes_image_size,
                                   train_images=data.shapes_train_images,
                                   test_images=data.shapes_test_images))

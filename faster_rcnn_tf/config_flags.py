@@ -26,12 +26,18 @@ def _floats(name, default, help_text):
 
 def define_data_flags():
   flags.DEFINE_string('dataset', 'shapes',
-                      "Dataset spec: 'shapes' (built-in), 'voc:DIR', "
-                      "'coco:ANNOTATIONS.json[:IMAGES_DIR]' or 'tfds:NAME'.")
+                      "Dataset spec: 'shapes' (built-in), 'voc:DIR' (also LabelImg), "
+                      "'yolo:DIR', 'tfrecord:GLOB', 'coco:ANNOTATIONS.json[:IMAGES_DIR]' "
+                      "or 'tfds:NAME'.")
   flags.DEFINE_string('train_split', 'train', 'Split to train on.')
   flags.DEFINE_string('eval_split', 'test', 'Split to evaluate on.')
   flags.DEFINE_string('data_dir', None, 'tensorflow-datasets data folder (tfds: datasets).')
   flags.DEFINE_list('classes', None, 'Class names (VOC folders: default from annotations).')
+  flags.DEFINE_float('val_fraction', 0.1, "Data without split files (folders without "
+                     "them, tfrecord:): share of images in split 'val'; 'train' has the "
+                     "rest, chosen by a hash of each image name.")
+  flags.DEFINE_string('label_map', None, 'tfrecord: datasets: a label_map.pbtxt naming the '
+                      'classes (default: the class texts in the records).')
   flags.DEFINE(SizesParser(), 'min_size', 600,
                'Resize so the shorter side is this many pixels... A list (e.g. '
                '480,512,544,576,608,640,672,704,736,768,800): multi-scale training, one '
@@ -96,6 +102,17 @@ def valid_scale_jitter(value):
   except config_lib.ConfigError:
     return False
   return True
+
+
+def define_input_service_flags():
+  """train.py's flags for running the input pipeline on a tf.data service (fields of
+  `config.DataConfig`; defined by `define_train_flags`)."""
+  flags.DEFINE_string('data_service', '', 'grpc://HOST:PORT of a tf.data service dispatcher: '
+                      'its workers run the input pipeline (tfrecord: datasets; see '
+                      'faster_rcnn_tf/data/service.py). Empty: preprocess locally.')
+  flags.DEFINE_enum('data_service_mode', 'dynamic', ['dynamic', 'off'],
+                    "How the service's workers share the data: dynamic (each file of an "
+                    'epoch to one worker) or off (every worker reads everything).')
 
 
 def define_model_flags():
@@ -205,6 +222,7 @@ def define_train_flags():
                        '(0: all).')
   flags.DEFINE_integer('stop_after_steps', 0, 'Testing aid: exit after this '
                        'many steps of this invocation without a final checkpoint (0: off).')
+  define_input_service_flags()
 
 
 DEFINERS = (define_data_flags, define_model_flags, define_train_flags)
@@ -321,8 +339,8 @@ def apply_precision(f):
 def check_dataset_path(spec):
   """Raises ValueError naming --dataset when a folder or file it points at is missing."""
   kind, _, rest = spec.partition(':')
-  if kind == 'voc' and not os.path.isdir(rest):
-    raise ValueError(f'--dataset={spec}: VOC folder {rest!r} does not exist')
+  if kind in ('voc', 'yolo') and not os.path.isdir(rest):
+    raise ValueError(f'--dataset={spec}: {kind.upper()} folder {rest!r} does not exist')
   if kind == 'coco':
     ann = rest.split(':')[0]
     if not os.path.isfile(ann):

@@ -8,7 +8,7 @@
 
 Boxes come back in the ORIGINAL image's pixels ([ymin, xmin, ymax, xmax], continuous
 coordinates, see `ops.box_ops`), mapped from the model's resized-image pixels by
-`ops.box_ops.rescale_boxes`.
+`box_scaling.rescale_boxes`.
 """
 
 import dataclasses
@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from faster_rcnn_tf import inputs
 from faster_rcnn_tf import visualize
-from faster_rcnn_tf.ops import box_ops
+from faster_rcnn_tf import box_scaling
 from faster_rcnn_tf.serving import preprocess
 from faster_rcnn_tf.serving import results as results_lib
 
@@ -150,7 +150,7 @@ class Detector:
     batch = preprocess.pad_to_multiple(batch, self.pad_multiple)
     out = self._detect(batch, sizes)
     originals = np.array([image.shape[:2] for _, image in loaded], np.int32)
-    boxes = box_ops.rescale_boxes(out[inputs.DETECTION_BOXES], sizes, originals).numpy()
+    boxes = box_scaling.rescale_boxes(out[inputs.DETECTION_BOXES], sizes, originals).numpy()
     results = []
     for i, (source, image) in enumerate(loaded):
       n = int(out[inputs.NUM_DETECTIONS][i])

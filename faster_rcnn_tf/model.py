@@ -77,6 +77,10 @@ class FasterRCNN(keras.Model):
     fold_batch_norm, compile_backbone, inference_splits, detection_nms_method,
       proposal_nms_method: the same options as keywords (None: `execution`'s value); a
       given one wins.
+    class_names: None or the K class names (class id i is class_names[i - 1]);
+      min_size, max_size: the resize for detection (shorter side to min_size,
+      longer side at most max_size). Not used by the network: kept in get_config so a
+      .keras file tells `runs.load_model` / `detector.Detector` how to label and resize.
   """
 
   def __init__(self, num_classes, backbone='vgg16', backbone_weights=None,
@@ -91,11 +95,16 @@ class FasterRCNN(keras.Model):
                head_sigma=1.0, score_threshold=0.05, detection_nms_iou=0.3,
                max_detections=100, execution=None, fold_batch_norm=None,
                compile_backbone=None, inference_splits=None, detection_nms_method=None,
-               proposal_nms_method=None, **kwargs):
+               proposal_nms_method=None, class_names=None, min_size=600,
+               max_size=1000, **kwargs):
     super().__init__(**kwargs)
     if train_post_nms_topk < roi_num_samples:
       raise ValueError(f'train_post_nms_topk ({train_post_nms_topk}) must be at least '
                        f'roi_num_samples ({roi_num_samples})')
+    if class_names is not None and len(class_names) != num_classes:
+      raise ValueError(f'{len(class_names)} class_names for num_classes={num_classes}')
+    self.class_names = None if class_names is None else [str(c) for c in class_names]
+    self.min_size, self.max_size = int(min_size), int(max_size)
     overrides = dict(fold_batch_norm=fold_batch_norm, compile_backbone=compile_backbone,
                      inference_splits=inference_splits,
                      detection_nms_method=detection_nms_method,
@@ -177,7 +186,8 @@ class FasterRCNN(keras.Model):
     return {'name': self.name, 'trainable': self.trainable, **self.hyperparameters,
             'anchor_scales': list(self.hyperparameters['anchor_scales']),
             'anchor_ratios': list(self.hyperparameters['anchor_ratios']),
-            'execution': self.execution.to_dict()}
+            'execution': self.execution.to_dict(), 'class_names': self.class_names,
+            'min_size': self.min_size, 'max_size': self.max_size}
 
   @classmethod
   def from_config(cls, config):

@@ -350,6 +350,8 @@ class LoadedModel:
   export_info: Optional[dict] = None
   saved_model: Any = None
   _detector: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
+  _image_detector: Any = dataclasses.field(default=None, init=False, repr=False,
+                                           compare=False)
 
   @property
   def description(self):
@@ -359,6 +361,27 @@ class LoadedModel:
     if self.kind == 'keras':
       return f'Keras model {self.path}'
     return f'SavedModel {self.path}'
+
+  def detect(self, images, **kwargs):
+    """Detections of image files, a folder, arrays or a list of them: a list of
+    `detector.ImageDetections` (boxes in original-image pixels, class names, scores,
+    `.draw()`), one per image. kwargs go to `detector.Detector` (e.g. batch_size).
+    Kinds 'run' and 'keras'; a SavedModel answers through `detector()`."""
+    return self.image_detector(**kwargs)(images)
+
+  def image_detector(self, **kwargs):
+    """A `detector.Detector` with this model's class names and resizing (kept while
+    kwargs stay empty, so its traced function is reused)."""
+    if self.model is None:
+      raise RunError(f'{self.path}: a SavedModel detects through detector() (its '
+                     'signatures); load a run folder or a .keras file for detect()')
+    from faster_rcnn_tf.detector import Detector
+    if kwargs:
+      return Detector(self.model, self.class_names, self.min_size, self.max_size, **kwargs)
+    if self._image_detector is None:
+      self._image_detector = Detector(self.model, self.class_names, self.min_size,
+                                      self.max_size)
+    return self._image_detector
 
   def detector(self, **module_kwargs):
     """serve_image_bytes / serve_images over original images (boxes normalized to them):
@@ -430,12 +453,13 @@ def load_model(path: str, checkpoint: Optional[str] = None,
     except (OSError, ValueError, TypeError) as e:
       raise RunError(f'{path}: cannot load the Keras model ({type(e).__name__}: {e})'
                      ) from None
+    if not hasattr(model, 'num_classes'):
+      raise RunError(f'{path}: holds a {type(model).__name__}, not a FasterRCNN')
+    # FasterRCNN keeps class names and resizing in its config (None: saved without).
     names = getattr(model, 'class_names', None) or [
         f'class_{i}' for i in range(1, model.num_classes + 1)]
-    defaults = config_lib.DataConfig()
-    return LoadedModel('keras', path, model, None, list(names),
-                       getattr(model, 'min_size', defaults.inference_min_size),
-                       getattr(model, 'max_size', defaults.max_size))
+    return LoadedModel('keras', path, model, None, list(names), model.min_size,
+                       model.max_size)
   if kind == 'saved_model':
     if checkpoint:
       raise RunError(f'{path}: a SavedModel holds its weights; checkpoint={checkpoint} '

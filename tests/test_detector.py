@@ -1,4 +1,4 @@
-"""faster_rcnn_tf.Detector and ops.box_ops.rescale_boxes: detections in original-image
+"""faster_rcnn_tf.Detector and box_scaling.rescale_boxes: detections in original-image
 pixels from files, arrays and folders, against a by-hand resize and numpy mapping."""
 
 import os
@@ -10,8 +10,8 @@ import tensorflow as tf
 from PIL import Image
 
 import faster_rcnn_tf
+from faster_rcnn_tf import box_scaling
 from faster_rcnn_tf import inputs
-from faster_rcnn_tf.ops import box_ops
 
 TINY = dict(backbone='tiny_s8', anchor_base_size=8, anchor_scales=(2, 4, 8), rpn_channels=16,
             train_pre_nms_topk=200, train_post_nms_topk=32, test_pre_nms_topk=200,
@@ -19,15 +19,27 @@ TINY = dict(backbone='tiny_s8', anchor_base_size=8, anchor_scales=(2, 4, 8), rpn
             score_threshold=0.0, inference_splits=1)
 
 
-def test_rescale_boxes_by_hand():
+@pytest.mark.parametrize('as_tensor', [False, True])
+def test_rescale_boxes_by_hand(as_tensor):
+  """The numpy path (evaluation, results files) and the TF path (serving graphs) give
+  the hand-computed boxes, each in its own kind of array."""
+  def rescale(boxes, *args, **kwargs):
+    if as_tensor:
+      out = box_scaling.rescale_boxes(tf.constant(boxes), *args, **kwargs)
+      assert tf.is_tensor(out)
+      return out.numpy()
+    out = box_scaling.rescale_boxes(boxes, *args, **kwargs)
+    assert isinstance(out, np.ndarray)
+    return out
+
   boxes = np.array([[[10.0, 20.0, 30.0, 40.0], [-2.0, 0.0, 70.0, 90.0]]])
   # resized 64 x 80 -> original 32 x 160: y halves, x doubles; clipped to 32 x 160
-  got = box_ops.rescale_boxes(boxes, [[64, 80]], [[32, 160]]).numpy()
+  got = rescale(boxes, [[64, 80]], [[32, 160]])
   np.testing.assert_allclose(got, [[[5, 40, 15, 80], [0, 0, 32, 160]]])
   assert got.dtype == np.float64
-  unclipped = box_ops.rescale_boxes(boxes, [[64, 80]], [[32, 160]], clip=False).numpy()
+  unclipped = rescale(boxes, [[64, 80]], [[32, 160]], clip=False)
   np.testing.assert_allclose(unclipped[0, 1], [-1, 0, 35, 180])
-  normalized = box_ops.rescale_boxes(boxes.astype(np.float32), [[64, 80]], [[1, 1]]).numpy()
+  normalized = rescale(boxes.astype(np.float32), [[64, 80]], [[1, 1]])
   np.testing.assert_array_equal(normalized[0, 0], np.float32([10, 20, 30, 40])
                                 / np.float32([64, 80, 64, 80]))
 

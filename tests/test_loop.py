@@ -163,3 +163,11 @@ def test_the_tiny_detector_trains_a_few_steps_in_process(tmp_path):
                                                                model.trainable_variables)]
   assert any(changed)
   assert os.path.exists(str(tmp_path / 'ckpt-3.index'))
+
+
+def test_a_dataset_ending_early_raises_dataset_exhausted_after_its_steps(tmp_path):
+  xs, ys = _data(STEPS)
+  model, opt, keeper = _setup(str(tmp_path))
+  with pytest.raises(loop.NoBatchError, match='ended at step 2'):
+    _run(model, opt, keeper, _dataset(xs, ys).take(2), STEPS)
+  assert int(opt.iterations.numpy()) == 2   # the two batches it had were trained on

@@ -173,3 +173,27 @@ def test_saved_model_versions_resolve_to_the_highest(consumers):
                                                                  'triangle']
   with pytest.raises(runs.RunError, match='holds its weights'):
     runs.load_model(base, checkpoint='ckpt-3')
+
+
+def test_a_keras_file_saved_from_a_run_loads_with_the_same_detections(tiny_model_dir,
+                                                                      tmp_path):
+  run = runs.load_model(tiny_model_dir)
+  path = str(tmp_path / 'tiny.keras')
+  run.model.save(path)
+  loaded = runs.load_model(path)
+  assert loaded.kind == 'keras' and loaded.config is None
+  # The .keras file carries what the run folder's run_config.json gave.
+  assert loaded.class_names == ['circle', 'square', 'triangle']
+  assert (loaded.min_size, loaded.max_size) == (64, 64)
+  image = np.random.default_rng(1).integers(0, 255, (48, 80, 3), dtype=np.uint8)
+  image[10:30, 20:50] = 250
+  want, got = run.detect(image)[0], loaded.detect(image)[0]
+  assert len(want.scores) > 0
+  assert got.class_names == want.class_names
+  np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+  np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+  # Boxes are in the 48 x 80 original image, not the model's resized one.
+  assert np.all(want.boxes >= 0) and np.all(want.boxes[:, [0, 2]] <= 48)
+  assert np.all(want.boxes[:, [1, 3]] <= 80)
+  with pytest.raises(runs.RunError, match='checkpoint=ckpt-3'):
+    runs.load_model(path, checkpoint='ckpt-3')

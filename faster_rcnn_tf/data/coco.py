@@ -114,6 +114,17 @@ class CocoSource(Source):
   def __len__(self):
     return len(self._entries)
 
+  def image_file(self, index):
+    """Path of candidate image `index`'s file."""
+    return os.path.join(self.images_dir, self._entries[index]['file_name'])
+
+  def image_key(self, index):
+    """The image's name for split hashing and conversion: file_name without extension."""
+    return os.path.splitext(self._entries[index]['file_name'])[0]
+
+  def graph_inputs(self):
+    return self.entry_graph_inputs('yxyx')
+
   def load(self, index):
     entry = self._entries[index]
     name = entry['file_name']

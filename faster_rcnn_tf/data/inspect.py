@@ -2,6 +2,7 @@
 
     python -m faster_rcnn_tf.data.inspect --dataset=SPEC [--split=SPLIT] [--output_dir=DIR]
         [--classes=a,b] [--data_dir=TFDS_DIR] [--max_images=N] [--num_drawn=8]
+        [--val_fraction=0.1] [--label_map=label_map.pbtxt]
         [--flagfile=configs/NAME.cfg] [--min_size=...] [--anchor_scales=...] ...
 
 Reads every image of the split (decoding it, so image problems are found too), prints one
@@ -99,14 +100,16 @@ def summarize(source, max_images=None, num_drawn=8, collect=None, skip_difficult
 
 
 def run(dataset, split='train', output_dir='.', classes=None, data_dir=None, seed=0,
-        max_images=None, num_drawn=8, anchors=None):
+        max_images=None, num_drawn=8, anchors=None, val_fraction=0.1, label_map=None):
   """What the command does; returns the summary dict (with 'grid', the PNG path or None).
 
   anchors: None (no anchor report) or a dict of the training settings: min_size (int or
   sequence), max_size, skip_difficult, backbone, anchor_base_size, anchor_scales and
   anchor_ratios (lists of strings as the flags give them, 'auto' allowed).
+  val_fraction, label_map: as train.py's flags (data without split files, tfrecord:).
   """
-  source = registry.get_source(dataset, split, classes=classes, data_dir=data_dir, seed=seed)
+  source = registry.get_source(dataset, split, classes=classes, data_dir=data_dir, seed=seed,
+                               val_fraction=val_fraction, label_map=label_map)
   images = [] if anchors else None
   summary, drawn = summarize(source, max_images=max_images, num_drawn=num_drawn,
                              collect=images,
@@ -138,6 +141,8 @@ def define_flags():
   flags.DEFINE_integer('seed', 0, 'Generation seed (shapes).')
   flags.DEFINE_integer('max_images', 0, 'Stop after this many images (0: all).')
   flags.DEFINE_integer('num_drawn', 8, 'Images drawn into the PNG.')
+  flags.DEFINE_float('val_fraction', 0.1, "Share of 'val' in data without split files.")
+  flags.DEFINE_string('label_map', None, 'label_map.pbtxt of a tfrecord: dataset.')
   flags.DEFINE_bool('anchor_report', True, 'Report box shapes and anchor recall.')
   # The training flags the anchor report reads (same names and defaults as train.py's).
   flags.DEFINE(config_flags.SizesParser(), 'min_size', 600, 'Training --min_size.',
@@ -174,9 +179,10 @@ def main(argv):
         'anchor_scales', 'anchor_ratios')}
   try:
     summary = run(f.dataset, f.split, f.output_dir, f.classes, f.data_dir, f.seed,
-                  f.max_images or None, f.num_drawn, anchors=anchors)
-  except (ValueError, KeyError, FileNotFoundError) as e:
-    print(f'inspect: error: --dataset={f.dataset} --split={f.split}: {e}', file=sys.stderr)
+                  f.max_images or None, f.num_drawn, anchors=anchors,
+                  val_fraction=f.val_fraction, label_map=f.label_map)
+  except (ValueError, OSError) as e:  # a bad spec, folder or file: one line, no traceback
+    sys.stderr.write(f'inspect: error: --dataset={f.dataset} --split={f.split}: {e}\n')
     return 2
   sys.stdout.write(json.dumps(summary) + '\n')
   sys.stdout.flush()

@@ -15,6 +15,7 @@ permutation each epoch, deterministically. Flips are drawn with a stateless RNG 
 augmentations' draws (the size from (shuffle_seed, batch index)).
 """
 
+import sys
 import time
 
 import numpy as np
@@ -33,10 +34,26 @@ def _report_truncation(source, image_id, num_boxes, max_boxes):
   return np.int32(0)
 
 
+def bucket_sides(min_size, max_size, pad_multiple=32, steps=4):
+  """The few padded side lengths evaluation batches use (`make_dataset(pad_sides=...)`).
+
+  A resized image's sides are at most max_size, and its shorter side is min_size unless
+  the longer one hit max_size; so the sides max_size * k / steps (k = 1..steps) and
+  min_size, each rounded up to a multiple of pad_multiple, cover every image with a
+  handful of shapes (each one traces the detector once).
+
+  Returns:
+    sorted list of ints.
+  """
+  step = max(int(pad_multiple), 1)
+  sides = {int(min_size)} | {-(-int(max_size) * k // steps) for k in range(1, steps + 1)}
+  return sorted({-(-side // step) * step for side in sides})
+
+
 def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, max_boxes=100,
                  flip=True, shuffle_seed=0, skip_difficult=False, pad_multiple=32,
-                 drop_remainder=None, repeat=None, brightness=0.0, contrast=0.0,
-                 saturation=0.0, hue=0.0, scale_jitter=None):
+                 drop_remainder=None, repeat=None, pad_sides=None, brightness=0.0,
+                 contrast=0.0, saturation=0.0, hue=0.0, scale_jitter=None):
   """Builds the batched dataset.
 
   Args:
@@ -55,6 +72,9 @@ def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, m
     pad_multiple: padded image height and width are multiples of this (1: no rounding).
     drop_remainder: default `training`.
     repeat: repeat forever; default `training`.
+    pad_sides: optional sorted list of allowed padded heights and widths (`bucket_sides`):
+      each padded side becomes the smallest one that fits (the multiple of pad_multiple
+      above the largest, if none does), so batches take few distinct shapes.
     brightness, contrast, saturation, hue: photometric distortion strengths (training
       only; `augment.photometric_distort`); 0 leaves that property alone.
     scale_jitter: None, or (low, high): in training the resize factor is multiplied by
@@ -88,6 +108,9 @@ def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, m
     augment.check_scale_jitter(*jitter)
 
   ds = source.as_dataset(shuffle_seed=shuffle_seed if training else None)
+  reports_in_graph = bool(getattr(source, 'reports_in_graph', False))
+  epoch_size = (int(getattr(source, 'num_images', 0) or 2 ** 62) if reports_in_graph
+                else 0)
   if repeat:
     ds = ds.repeat()
   ds = ds.enumerate()
@@ -127,9 +150,19 @@ def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, m
     image_id = record[R.IMAGE_ID]
 
     def warn():
-      with tf.control_dependencies([tf.numpy_function(
-          lambda i, n: _report_truncation(source, i, n, max_boxes),
-          [image_id, num], tf.int32)]):
+      if reports_in_graph:  # no Python callback in its graph
+        def say():
+          with tf.control_dependencies([tf.print(
+              'too_many_boxes: image_id', image_id, ':', num, 'boxes, only the first',
+              max_boxes, 'kept', output_stream=sys.stderr)]):
+            return tf.constant(0)
+        # Once, in the first epoch (Problems counts each case once on the Python path).
+        first_epoch = position < epoch_size
+        report = tf.cond(first_epoch, say, lambda: tf.constant(0))
+      else:
+        report = tf.numpy_function(lambda i, n: _report_truncation(source, i, n, max_boxes),
+                                   [image_id, num], tf.int32)
+      with tf.control_dependencies([report]):
         return tf.identity(num)
 
     num = tf.cond(num > max_boxes, warn, lambda: num)
@@ -158,11 +191,18 @@ def make_dataset(source, *, training, batch_size, min_size=600, max_size=1000, m
   }
   ds = ds.padded_batch(batch_size, padded_shapes=padded_shapes, drop_remainder=drop_remainder)
 
-  if pad_multiple and pad_multiple > 1:
+  if (pad_multiple and pad_multiple > 1) or pad_sides:
+    multiple = max(int(pad_multiple or 1), 1)
+    sides = tf.constant(sorted(pad_sides or [0]), tf.int32)
+
     def pad_images(batch):
       images = batch[inputs.IMAGES]
       shape = tf.shape(images)
-      target = (shape[1:3] + pad_multiple - 1) // pad_multiple * pad_multiple
+      target = (shape[1:3] + multiple - 1) // multiple * multiple
+      if pad_sides:
+        fits = sides[None, :] >= target[:, None]                    # [2, S]
+        smallest = tf.reduce_min(tf.where(fits, sides[None, :], tf.int32.max), axis=1)
+        target = tf.where(tf.reduce_any(fits, axis=1), smallest, target)
       batch = dict(batch)
       batch[inputs.IMAGES] = tf.pad(
           images, [[0, 0], [0, target[0] - shape[1]], [0, target[1] - shape[2]], [0, 0]])

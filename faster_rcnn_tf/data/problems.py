@@ -97,3 +97,29 @@ class Problems:
 
   def __repr__(self):
     return f'Problems({ {k: v["count"] for k, v in self.summary().items()} })'
+
+
+def nothing_loaded_message(source, max_kinds=3):
+  """One line for a split of which no image could be loaded: names the source (its folder
+  or files), the split and the first problems of each kind met.
+
+  Args:
+    source: a dataset source, after iterating it (its `problems` are filled in).
+    max_kinds: problem kinds named.
+  Returns:
+    str.
+  """
+  summary = source.problems.summary()
+  if not [k for k in summary if k != 'no_objects']:
+    # Decoded in TF ops, which report nothing: the Python path names the problems.
+    for _ in source.records():
+      break
+    summary = source.problems.summary()
+  skipping = [k for k in summary if k != 'no_objects']
+  parts = []
+  for kind in skipping[:max_kinds]:
+    item = summary[kind]
+    parts.append(f"{kind} x{item['count']} ({', '.join(item['examples'][:3])})")
+  found = '; '.join(parts) if parts else 'no problem was reported'
+  return (f'{source.name}: split {source.split!r}: none of its {source.num_images} '
+          f'images could be loaded; first problems: {found}')

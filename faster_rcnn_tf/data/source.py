@@ -5,11 +5,14 @@ record (see `records.py`), or returns None when that image has to be skipped (th
 reported in `source.problems`). On top of `load`:
 
   * `records()`   a Python generator of numpy records in source order (decoding in a few
-                  threads), skipped images left out;
+                  threads), skipped images left out (`indexed_records()`: with each
+                  image's candidate index);
   * `as_dataset(shuffle_seed=None)`  the same as a `tf.data.Dataset` of records
                   (`RECORD_SIGNATURE`), decoding with a parallel map; with a seed, the order
                   is a seeded permutation that changes each time the dataset is iterated
-                  (each epoch), deterministically.
+                  (each epoch), deterministically. Folder sources whose images are all
+                  plain JPEGs / PNGs decode them in TF ops there (`graph_decode.py`,
+                  `graph_inputs`); others call `load` through `tf.numpy_function`.
 
 Attributes every source has:
     name          the spec string it was made from
@@ -28,6 +31,7 @@ import concurrent.futures
 import numpy as np
 import tensorflow as tf
 
+from faster_rcnn_tf.data import graph_decode
 from faster_rcnn_tf.data import records as records_lib
 from faster_rcnn_tf.data.problems import Problems
 
@@ -37,6 +41,8 @@ class Source:
 
   #: threads used by `records()`; decoding in Pillow releases the GIL.
   decode_threads = 4
+  #: let `as_dataset` decode in TF ops when `graph_inputs` allows it (False: always Python).
+  decode_in_graph = True
 
   def __init__(self, name, split, class_names, category_ids=None):
     self.name = name
@@ -69,24 +75,30 @@ class Source:
 
   def records(self):
     """Yields the numpy records in source order, skipping images that cannot be loaded."""
+    for _, record in self.indexed_records():
+      yield record
+
+  def indexed_records(self):
+    """Yields (candidate index, record) in source order, skipping images not loaded."""
     n = len(self)
     threads = max(1, int(self.decode_threads))
     if threads == 1:
       for i in range(n):
         record = self.load(i)
         if record is not None:
-          yield record
+          yield i, record
       return
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
       pending = collections.deque()
       next_index = 0
       while next_index < n or pending:
         while next_index < n and len(pending) < 2 * threads:
-          pending.append(pool.submit(self.load, next_index))
+          pending.append((next_index, pool.submit(self.load, next_index)))
           next_index += 1
-        record = pending.popleft().result()
+        index, future = pending.popleft()
+        record = future.result()
         if record is not None:
-          yield record
+          yield index, record
 
   def _load_flat(self, index):
     record = self.load(int(index))
@@ -97,8 +109,43 @@ class Source:
             record[records_lib.CLASSES], record[records_lib.DIFFICULT],
             record[records_lib.IMAGE_ID], True)
 
+  def graph_inputs(self):
+    """Keyword arguments of `graph_decode.folder_dataset` (paths, boxes, classes,
+    difficult, image_ids, box_format) for a source that can decode in TF ops, else None."""
+    return None
+
+  def entry_graph_inputs(self, box_format):
+    """`graph_inputs` of a folder source with `image_file(i)` and `_entries` dicts holding
+    'boxes', 'classes', 'image_id' and optionally 'difficult'."""
+    entries = self._entries
+    return dict(paths=[self.image_file(i) for i in range(len(entries))],
+                boxes=[e['boxes'] for e in entries], classes=[e['classes'] for e in entries],
+                difficult=[e.get('difficult', np.zeros(len(e['classes']), bool))
+                           for e in entries],
+                image_ids=[e['image_id'] for e in entries], box_format=box_format)
+
+  def _graph_path(self):
+    """`graph_inputs()` when every image is plain (`graph_decode.all_plain`), else None;
+    decided once."""
+    if not self.decode_in_graph:
+      return None
+    if not hasattr(self, '_graph_inputs'):
+      inputs = self.graph_inputs()
+      if inputs is not None and not graph_decode.all_plain(inputs['paths']):
+        inputs = None
+      self._graph_inputs = inputs
+    return self._graph_inputs
+
+  @property
+  def reports_in_graph(self):
+    """Whether `as_dataset` has no Python callback (the pipeline then reports in TF ops)."""
+    return self._graph_path() is not None
+
   def as_dataset(self, shuffle_seed=None):
     """tf.data.Dataset of records (one pass; see the module docstring for shuffling)."""
+    inputs = self._graph_path()
+    if inputs is not None:
+      return graph_decode.folder_dataset(**inputs, shuffle_seed=shuffle_seed)
     n = len(self)
     ds = tf.data.Dataset.range(n)
     if shuffle_seed is not None and n > 1:

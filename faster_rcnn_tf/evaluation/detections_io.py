@@ -21,7 +21,7 @@ import numpy as np
 from faster_rcnn_tf import inputs
 from faster_rcnn_tf.fileio import atomic_write_text
 from faster_rcnn_tf.evaluation import common
-from faster_rcnn_tf.ops import box_ops
+from faster_rcnn_tf import box_scaling
 
 
 def outputs_to_detections(outputs: Mapping[str, Any], image_ids, scales,
@@ -57,8 +57,8 @@ def outputs_to_detections(outputs: Mapping[str, Any], image_ids, scales,
   scales = np.asarray(scales, np.float64).reshape(-1)
   if scales.shape[0] != b or not np.all(scales > 0):
     raise ValueError(f'scales must be [B] positive numbers, got {scales}')
-  boxes = box_ops.rescale_boxes(boxes, np.stack([scales, scales], axis=1),
-                                np.ones([b, 2]), clip=False).numpy()
+  boxes = box_scaling.rescale_boxes(boxes, np.stack([scales, scales], axis=1),
+                                    np.ones([b, 2]), clip=False)
   if original_sizes is not None:
     sizes = np.asarray(original_sizes, np.float64).reshape(b, 2)
     limits = np.stack([sizes[:, 0], sizes[:, 1], sizes[:, 0], sizes[:, 1]], axis=1)

@@ -123,13 +123,16 @@ def make_eval_dataset(source, batch_size, min_size=600, max_size=1000, max_boxes
                       max_images=0):
   """Evaluation batches of a source (no shuffling, flips or repeat; last batch partial).
 
-  max_images > 0 keeps the first max_images loadable images, exactly.
+  max_images > 0 keeps the first max_images loadable images, exactly. Images are padded
+  to a few fixed sides (`pipeline.bucket_sides`), so a split of photos of many sizes
+  traces the detector a handful of times, not once per padded size.
   """
   from faster_rcnn_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   view = _FirstImages(source, max_images) if max_images else source
   return pipeline.make_dataset(view, training=False, batch_size=int(batch_size),
                                min_size=min_size, max_size=max_size,
-                               max_boxes=max(int(max_boxes), 1))
+                               max_boxes=max(int(max_boxes), 1),
+                               pad_sides=pipeline.bucket_sides(min_size, max_size))
 
 
 def run_detector(detect_fn, dataset, num_images=None, show_progress=True, keep_batches=1):

@@ -132,28 +132,6 @@ def clip_boxes(boxes, image_size):
   return tf.concat([ymin, xmin, ymax, xmax], axis=-1)
 
 
-def rescale_boxes(boxes, from_sizes, to_sizes, clip=True):
-  """The one mapping of boxes between sizes of the same images: the model's resized-image
-  pixels, the original images' pixels, and normalized coordinates (size (1, 1)).
-
-  Args:
-    boxes: float [B, M, 4] yxyx, continuous pixels of images of (height, width)
-      `from_sizes`; any float dtype (float64 stays float64); numpy or tensors.
-    from_sizes, to_sizes: [B, 2] (height, width), any numeric dtype.
-    clip: clip the result to [0, height] x [0, width] of `to_sizes`.
-  Returns:
-    a tensor like `boxes`: coordinates divided by the from size and multiplied by the to
-    size, per axis (division first, so (1, 1) targets give exactly boxes / size).
-    Plain TF ops: eager, or inside a graph (the serving signatures).
-  """
-  boxes = tf.convert_to_tensor(boxes)
-  from_sizes = tf.cast(from_sizes, boxes.dtype)
-  to_sizes = tf.cast(to_sizes, boxes.dtype)
-  rescaled = (boxes / tf.tile(from_sizes, [1, 2])[:, tf.newaxis, :]
-              * tf.tile(to_sizes, [1, 2])[:, tf.newaxis, :])
-  return clip_boxes(rescaled, to_sizes) if clip else rescaled
-
-
 # ---- conversions at the edges (work on numpy arrays or tensors) ----
 
 def voc_to_boxes(xmin, ymin, xmax, ymax):

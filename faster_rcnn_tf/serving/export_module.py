@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from faster_rcnn_tf import batch_norm_folding
 from faster_rcnn_tf import inputs
-from faster_rcnn_tf.ops import box_ops
+from faster_rcnn_tf import box_scaling
 from faster_rcnn_tf.serving import preprocess
 
 SERVING_DEFAULT = 'serving_default'
@@ -104,7 +104,7 @@ class DetectionModule(tf.Module):
     Returns:
       dict of `OUTPUT_NAMES` for the B images (boxes normalized, class names added).
     """
-    boxes = box_ops.rescale_boxes(detections[DETECTION_BOXES], image_sizes,
+    boxes = box_scaling.rescale_boxes(detections[DETECTION_BOXES], image_sizes,
                                   tf.ones_like(image_sizes))  # normalized, in [0, 1]
     classes = tf.cast(detections[DETECTION_CLASSES], tf.int32)
     table = tf.constant([''] + self._class_names, tf.string)

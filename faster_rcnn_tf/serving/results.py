@@ -28,7 +28,7 @@ from PIL import Image
 from faster_rcnn_tf import fileio
 from faster_rcnn_tf import visualize
 from faster_rcnn_tf.data import decode
-from faster_rcnn_tf.ops import box_ops
+from faster_rcnn_tf import box_scaling
 from faster_rcnn_tf.serving import export_module as em
 
 OUTPUT_JSON = 'detections.json'
@@ -38,8 +38,8 @@ def image_record(path, height, width, outputs, row):
   """The record of image `row` of a client's `Outputs` (see `client`)."""
   n = int(outputs[em.NUM_DETECTIONS][row])
   normalized = np.asarray(outputs[em.DETECTION_BOXES][row, :n], np.float64)
-  pixels = box_ops.rescale_boxes(normalized[np.newaxis], [[1, 1]], [[height, width]],
-                                 clip=False)[0].numpy()
+  pixels = box_scaling.rescale_boxes(normalized[np.newaxis], [[1, 1]], [[height, width]],
+                                     clip=False)[0]
   return {
       'file': path,
       'image_size': [int(height), int(width)],

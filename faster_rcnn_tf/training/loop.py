@@ -15,8 +15,8 @@ runs it in-process; train.py builds the arguments from a `config.RunConfig`
   * under a multi-worker strategy asks every worker at the head of each step whether any
     was told to stop (`stop_agreement`, training/preemption.py), so all of them stop at
     the same step and save one checkpoint there;
-  * raises `NoBatchError` when the dataset ends (every image was skipped: unreadable,
-    no boxes).
+  * raises `NoBatchError` when the dataset ends before `num_steps` (a repeated split
+    none of whose images could be loaded ends at once).
 """
 
 import dataclasses
@@ -41,7 +41,7 @@ _SHORT = {'rpn_class_loss': 'rpn_cls', 'rpn_box_loss': 'rpn_box',
 
 
 class NoBatchError(ValueError):
-  """The training dataset ended (it repeats: every image was skipped)."""
+  """The training dataset produced no further batch before `num_steps`."""
 
 
 def _print(text):
@@ -119,6 +119,8 @@ def train_loop(model, optimizer, strategy: tf.distribute.Strategy, dataset: tf.d
       must pass one), or None: only this process's own interruption counts.
   Returns:
     `LoopResult`.
+  Raises:
+    NoBatchError: the dataset ended (message: the step reached).
   """
   start = int(optimizer.iterations.numpy())
   trainer = Trainer(model, optimizer, strategy, seed=seed, weight_decay=weight_decay,
@@ -142,7 +144,7 @@ def train_loop(model, optimizer, strategy: tf.distribute.Strategy, dataset: tf.d
       t0 = time.time()
       try:
         batch = next(iterator)
-      except StopIteration:  # the pipeline repeats: only an empty dataset ends
+      except (StopIteration, tf.errors.OutOfRangeError):
         raise NoBatchError(f'the training dataset ended at step {step}') from None
       losses = {k: float(v) for k, v in trainer.step(batch).items()}
       step += 1

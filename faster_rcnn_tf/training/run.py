@@ -45,6 +45,9 @@ def validate(config: config_lib.RunConfig):
   from faster_rcnn_tf import config_flags
   try:
     config_flags.check_dataset_path(config.data.dataset)
+    if config.data.data_service:
+      from faster_rcnn_tf.data import service
+      service.check_address(config.data.data_service)
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
   w = m.backbone_weights
@@ -170,8 +173,10 @@ def train(config: config_lib.RunConfig, flags_text: Optional[str] = None,
   validate(config)
   train_source, eval_source = load_sources(config)
   config = config.replace(class_names=tuple(train_source.class_names))
-  fitted = config.model.auto_anchors
-  config = fit_anchors(config, train_source, print_fn)
+  if config.model.auto_anchors:
+    config = fit_anchors(config, train_source, print_fn)
+    if flags_text is not None:  # flags.cfg shows the fitted values, not 'auto'
+      flags_text = _with_anchors(flags_text, config.model)
   t = config.train
   distribute.split_cpu(t.cpu_devices)
   import keras
@@ -223,8 +228,6 @@ def _train_in_folder(config, strategy, train_source, eval_source, flags_text, pr
   if chief:
     runs.write_run_config(model_dir, config)
     if flags_text is not None:
-      if fitted:
-        flags_text = _with_anchors(flags_text, config.model)
       atomic_write_text(os.path.join(model_dir, runs.FLAGS_FILE), flags_text)
   else:  # Other workers restore the chief's checkpoints, save into a private folder.
     model_dir = preemption.worker_folder(t.model_dir)
@@ -261,6 +264,13 @@ def _train_in_folder(config, strategy, train_source, eval_source, flags_text, pr
                                   **config_lib.pipeline_kwargs(config.data))
   if t.deterministic and start:
     dataset = dataset.skip(start)
+  if config.data.data_service:  # after the skip: the service serves the resumed stream
+    from faster_rcnn_tf.data import service
+    try:
+      dataset = service.distribute(dataset, config.data.data_service,
+                                   processing_mode=config.data.data_service_mode)
+    except service.DataServiceError as e:
+      raise config_lib.ConfigError(str(e)) from None
   writer = tf.summary.create_file_writer(os.path.join(model_dir, 'train')) \
       if chief else tf.summary.create_noop_writer()
   schedule = optimizer_lib.StepDecayWithWarmup(t.learning_rate, t.lr_decay_steps,
@@ -281,11 +291,9 @@ def _train_in_folder(config, strategy, train_source, eval_source, flags_text, pr
         summary_writer=writer, summary_every=t.summary_every, batch_size=t.batch_size,
         stop_after_steps=t.stop_after_steps, print_fn=print_fn,
         stop_agreement=preemption.StopAgreement(strategy))
-  except loop.NoBatchError:  # every image was skipped (unreadable, no boxes, ...)
-    raise config_lib.ConfigError(
-        f'--dataset={config.data.dataset}: split {config.data.train_split!r} gave no '
-        'training batch: every image was skipped (see the data problems logged above)'
-    ) from None
+  except loop.NoBatchError:  # the repeated split is empty: no image could be loaded
+    from faster_rcnn_tf.data import problems as problems_lib
+    raise config_lib.ConfigError(problems_lib.nothing_loaded_message(train_source)) from None
   if result.status == loop.NONFINITE:
     return EXIT_NONFINITE
   if result.status == loop.INTERRUPTED:
