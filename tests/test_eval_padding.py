@@ -1,6 +1,7 @@
 """Evaluating photos of many sizes (raccoon's test split) traces the detector a handful of
 times: evaluation batches are padded to a few fixed sides."""
 
+import contextlib
 import logging
 
 import numpy as np
@@ -23,6 +24,21 @@ def test_bucket_sides_cover_every_resized_size():
     assert any(s >= h for s in sides) and any(s >= w for s in sides)
 
 
+@contextlib.contextmanager
+def _tensorflow_warnings(caplog):
+  """caplog receives TensorFlow's Python warnings whatever earlier code did to the
+  'tensorflow' logger (its level, or propagation cut by absl / console set-up)."""
+  logger = tf.get_logger()
+  level = logger.level
+  logger.setLevel(logging.WARNING)
+  logger.addHandler(caplog.handler)
+  try:
+    yield
+  finally:
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)
+
+
 def test_raccoon_test_split_traces_detect_a_handful_of_times(caplog):
   source = voc.VocSource(_shared('raccoon'), 'test')
   sizes = {tuple(r['image'].shape[:2]) for r in source.records()}
@@ -42,11 +58,11 @@ def test_raccoon_test_split_traces_detect_a_handful_of_times(caplog):
   # Padded only to multiples of 32, as before: a shape, and a trace, per size mix.
   plain = pipeline.make_dataset(source, training=False, batch_size=2, min_size=min_size,
                                 max_size=max_size, max_boxes=4)
-  with caplog.at_level(logging.WARNING):
+  with _tensorflow_warnings(caplog):
     plain_traces, plain_shapes = count_traces(plain)
   plain_warned = [r for r in caplog.records if 'retracing' in r.getMessage()]
   caplog.clear()
-  with caplog.at_level(logging.WARNING):
+  with _tensorflow_warnings(caplog):
     bucketed = run_model.make_eval_dataset(source, 2, min_size, max_size)
     traces, shapes = count_traces(bucketed)
   assert traces == len(shapes) <= 5, shapes

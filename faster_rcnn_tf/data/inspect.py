@@ -181,7 +181,7 @@ def main(argv):
     summary = run(f.dataset, f.split, f.output_dir, f.classes, f.data_dir, f.seed,
                   f.max_images or None, f.num_drawn, anchors=anchors,
                   val_fraction=f.val_fraction, label_map=f.label_map)
-  except (ValueError, OSError) as e:  # a bad spec, folder or file: one line, no traceback
+  except (ValueError, KeyError, FileNotFoundError) as e:  # a bad spec, folder or file
     sys.stderr.write(f'inspect: error: --dataset={f.dataset} --split={f.split}: {e}\n')
     return 2
   sys.stdout.write(json.dumps(summary) + '\n')
