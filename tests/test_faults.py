@@ -246,7 +246,9 @@ def test_second_trainer_refused_and_a_stale_lock_taken_over(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and first.poll() is None:
       try:
-        if json.loads(lock.read_text())['pid'] == first.pid:
+        # The lock is taken first, then flags.cfg written: wait for both.
+        if (json.loads(lock.read_text())['pid'] == first.pid
+            and (run / 'flags.cfg').exists()):
           break
       except (OSError, ValueError, KeyError):
         pass
