@@ -305,9 +305,9 @@ def test_unreadable_images_and_an_empty_split(tmp_path):
   assert not (tmp_path / 'run2').exists()
 
 
-def _run_inspect(*args):
+def _run_inspect(*args, module='inspect'):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=run_helpers.ROOT)
-  return subprocess.run([sys.executable, '-m', 'faster_rcnn_tf.data.inspect', *args],
+  return subprocess.run([sys.executable, '-m', f'faster_rcnn_tf.data.{module}', *args],
                         cwd=run_helpers.ROOT, env=env, capture_output=True, text=True,
                         timeout=300)
 
@@ -320,3 +320,17 @@ def test_inspect_missing_dataset_and_unwritable_output(tmp_path):
   blocker.write_text('not a folder')
   result = _run_inspect('--dataset=shapes', '--max_images=2', f'--output_dir={blocker}/out')
   _assert_one_error_line(result, 'inspect', blocker, status=1)
+
+
+def test_convert_missing_dataset_and_unwritable_output(tmp_path):
+  """The converter as inspect: a bad dataset is the user's (2), a folder it cannot write
+  the machine's (1), each one line naming the path."""
+  missing = tmp_path / 'no_such_voc'
+  result = _run_inspect(f'--dataset=voc:{missing}', f'--output={tmp_path}/out/x',
+                        module='convert')
+  _assert_one_error_line(result, 'convert', missing, status=2)
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a folder')
+  result = _run_inspect('--dataset=shapes', '--split=test',
+                        f'--output={blocker}/out/x', module='convert')
+  _assert_one_error_line(result, 'convert', blocker, status=1)

@@ -28,9 +28,9 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-from absl import app
 from absl import flags
 
+from faster_rcnn_tf import cli
 from faster_rcnn_tf.data import decode
 from faster_rcnn_tf.data import graph_decode
 from faster_rcnn_tf.data import label_map as label_map_lib
@@ -205,7 +205,7 @@ def main(argv):
     source = registry.get_source(f.dataset, f.split, classes=f.classes, data_dir=f.data_dir,
                                  val_fraction=f.val_fraction, label_map=f.label_map)
     summary = convert(source, f.output, f.num_shards)
-  except (ValueError, OSError) as e:
+  except (ValueError, KeyError, FileNotFoundError) as e:  # a bad spec, folder or file
     sys.stderr.write(f'convert: error: --dataset={f.dataset} --split={f.split}: {e}\n')
     return 2
   sys.stdout.write(json.dumps(summary) + '\n')
@@ -215,4 +215,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run_main(main, 'convert')
