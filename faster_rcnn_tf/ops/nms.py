@@ -179,8 +179,12 @@ def _kernel_zero_area_split(boxes, scores, size, iou_threshold, score_threshold)
       boxes=boxes, scores=tf.where(zero_area, float('-inf'), scores), max_output_size=size,
       iou_threshold=iou_threshold, score_threshold=score_threshold,
       pad_to_max_output_size=True)
-  valid = tf.cast(tf.range(size) < num_kept, tf.int32)
-  selected = (tf.scatter_nd(kept[:, tf.newaxis], valid, [n]) > 0) | (zero_area & candidate)
+  # The padding slots write into an extra row n: every real row is written at most once,
+  # which ONNX's ScatterND (the last of duplicate writes wins) needs as much as TF's
+  # (duplicates add up) does not.
+  rows = tf.where(tf.range(size) < num_kept, kept, n)
+  marked = tf.scatter_nd(rows[:, tf.newaxis], tf.ones([size], tf.int32), [n + 1])[:n]
+  selected = (marked > 0) | (zero_area & candidate)
   # The selected boxes in score order, equal scores by ascending index (as the kernel).
   _, order = tf.math.top_k(tf.where(selected, scores, float('-inf')), k=size, sorted=True)
   return order, tf.minimum(tf.reduce_sum(tf.cast(selected, tf.int32)), size)
