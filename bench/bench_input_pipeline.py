@@ -12,8 +12,10 @@ Training mode (shuffle, flip, repeat), batches fully materialized on the host.
 `bccd_python` the same with Pillow decoding in a Python callback (`decode_in_graph=False`,
 the path of folders that need Pillow's conversions); `bccd_tfrecord` the same split
 converted first (`data.convert`, into a temporary folder; the conversion time is printed)
-and read in TF ops only. `--cores=1,2` measures each dataset with tf.data limited
-to that many threads (its private thread pool, one op thread each), then prints per
+and read in TF ops only. `--cores=1,2` measures each dataset on that many cores: by
+default (`--cores_by=affinity`) in a child process pinned to that many CPUs, everything
+included; `--cores_by=threads` limits only tf.data's private thread pool (one op thread
+each) in this process, whose other threads still use every core. Then it prints per
 dataset the 2-over-1 scaling and, per core count, each dataset over bccd_python
 ("bench": "input_pipeline_ratio", "over_python"). 0: TensorFlow's own thread count. With
 --augment, the same pipeline with every augmentation on is timed too, in the same run:
@@ -42,7 +44,12 @@ flags.DEFINE_string('bccd_dir', os.path.join(_REPO, '..', 'shared', 'data', 'bcc
                     'BCCD VOC folder.')
 flags.DEFINE_list('datasets', ['shapes', 'bccd'],
                   'Which of shapes, bccd, bccd_python, bccd_tfrecord to measure.')
-flags.DEFINE_list('cores', ['0'], 'tf.data thread counts to measure with (0: unlimited).')
+flags.DEFINE_list('cores', ['0'], 'Core counts to measure with (0: all of them).')
+flags.DEFINE_enum('cores_by', 'affinity', ['affinity', 'threads'],
+                  'How a core count is imposed: affinity runs the measurement in a child '
+                  'process pinned to that many CPUs (the whole process: decoding, batching '
+                  'and the consumer); threads limits only tf.data\'s own thread pool, in '
+                  'this process.')
 flags.DEFINE_integer('num_shards', 4, 'TFRecord files bccd_tfrecord is written as.')
 flags.DEFINE_integer('batch_size', 2, 'Images per batch.')
 flags.DEFINE_integer('num_batches', 60, 'Batches timed (after 3 warm-up batches).')
@@ -105,8 +112,55 @@ def _bccd_tfrecord_spec(workdir):
   return f'tfrecord:{prefix}-*.tfrecord'
 
 
+def pinned_rates(cores_list):
+  """{(dataset, cores): images/s} measured by this script in child processes pinned to
+  the first `cores` CPUs this process may use, one child per core count; their JSON
+  lines are printed here with 'cores' and 'cores_by' set."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  allowed = sorted(os.sched_getaffinity(0))
+  rates = {}
+  for cores in cores_list:
+    if cores > len(allowed):
+      raise app.UsageError(f'--cores={cores}: this process may use {len(allowed)} CPUs')
+    cpus = allowed[:cores] if cores else allowed
+    cmd = [sys.executable, os.path.abspath(__file__), '--cores=0', '--cores_by=threads',
+           *[a for a in sys.argv[1:] if not a.startswith(('--cores=', '--cores_by='))]]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                            preexec_fn=lambda cpus=cpus: os.sched_setaffinity(0, cpus))
+    if result.returncode != 0:
+      raise RuntimeError(f'measuring on {len(cpus)} CPUs failed: '
+                         f'{result.stderr.strip().splitlines()[-1:]}')
+    for line in result.stdout.splitlines():
+      if not line.startswith('{'):
+        continue
+      record = json.loads(line)
+      if record.get('bench') == 'input_pipeline':
+        record.update(cores=cores, cores_by='affinity')
+        rates[(record['dataset'], cores)] = record['images_per_s']
+      if record.get('bench') != 'input_pipeline_ratio':
+        print(json.dumps(record), flush=True)
+  return rates
+
+
+def print_ratios(rates):
+  """The 2-over-1-core scaling per dataset and each dataset over bccd_python."""
+  for (name, cores), rate in sorted(rates.items()):
+    if cores == 2 and (name, 1) in rates:
+      print(json.dumps({'bench': 'input_pipeline_ratio', 'dataset': name,
+                        'two_over_one_core': round(rate / rates[(name, 1)], 2)}), flush=True)
+    if name != 'bccd_python' and ('bccd_python', cores) in rates:
+      print(json.dumps({'bench': 'input_pipeline_ratio', 'dataset': name, 'cores': cores,
+                        'over_python': round(rate / rates[('bccd_python', cores)], 2)}),
+            flush=True)
+
+
 def run():
   """Measures and prints (see the module docstring); returns {(dataset, cores): images/s}."""
+  cores_list = [int(c) for c in FLAGS.cores]
+  if FLAGS.cores_by == 'affinity' and any(cores_list):
+    rates = pinned_rates(cores_list)
+    print_ratios(rates)
+    return rates
   import tempfile  # pylint: disable=g-import-not-at-top
   workdir = tempfile.mkdtemp(prefix='bench_input_pipeline_')
   specs = {'shapes': ('shapes', 'train'), 'bccd': (f'voc:{FLAGS.bccd_dir}', 'train'),
@@ -119,7 +173,7 @@ def run():
     source = registry.get_source(spec, split)
     if name == 'bccd_python':
       source.decode_in_graph = False
-    for cores in (int(c) for c in FLAGS.cores):
+    for cores in cores_list:
       ds = pipeline.make_dataset(source, training=True, batch_size=FLAGS.batch_size,
                                  min_size=FLAGS.min_size, max_size=FLAGS.max_size)
       ds = limit_threads(ds, cores)
@@ -145,15 +199,10 @@ def run():
           'images_per_s': round(rate, 1), 'batch_size': FLAGS.batch_size,
           'min_size': FLAGS.min_size, 'max_size': FLAGS.max_size,
           'num_batches': FLAGS.num_batches, 'training': True, 'cpu_count': os.cpu_count(),
-          'cores': cores, **extra}), flush=True)
-  for (name, cores), rate in sorted(rates.items()):
-    if cores == 2 and (name, 1) in rates:
-      print(json.dumps({'bench': 'input_pipeline_ratio', 'dataset': name,
-                        'two_over_one_core': round(rate / rates[(name, 1)], 2)}), flush=True)
-    if name != 'bccd_python' and ('bccd_python', cores) in rates:
-      print(json.dumps({'bench': 'input_pipeline_ratio', 'dataset': name, 'cores': cores,
-                        'over_python': round(rate / rates[('bccd_python', cores)], 2)}),
-            flush=True)
+          'cores': cores, 'cores_by': 'threads' if cores else 'none',
+          'cpus_usable': len(os.sched_getaffinity(0)),
+          'load_avg': [round(v, 2) for v in os.getloadavg()], **extra}), flush=True)
+  print_ratios(rates)
   return rates
 
 

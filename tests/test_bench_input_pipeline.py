@@ -1,5 +1,6 @@
 """Smoke test of bench/bench_input_pipeline.py at a toy size: folder and TFRecord, 1 and 2
-cores, in one run. Only the fields and their consistency are checked, not the speeds."""
+cores (child processes pinned to 1 and 2 CPUs), in one run. Only the fields and their
+consistency are checked, not the speeds."""
 
 import json
 import os
@@ -20,8 +21,12 @@ def test_folder_and_tfrecord_on_one_and_two_cores():
   assert sorted(measured) == [(d, c) for d in ('bccd', 'bccd_python', 'bccd_tfrecord')
                               for c in (1, 2)]
   assert all(v > 0 for v in measured.values())
-  (converted,) = [l for l in lines if l['bench'] == 'input_pipeline_convert']
-  assert converted['images'] == 205 and converted['shards'] == 2
+  for line in lines:  # each core count measured in a process pinned to that many CPUs
+    if line['bench'] == 'input_pipeline':
+      assert (line['cores_by'], line['cpus_usable']) == ('affinity', line['cores']), line
+  converted = [l for l in lines if l['bench'] == 'input_pipeline_convert']
+  assert len(converted) == 2  # once in each pinned process
+  assert all(c['images'] == 205 and c['shards'] == 2 for c in converted)
   ratios = [l for l in lines if l['bench'] == 'input_pipeline_ratio']
   over = {(l['dataset'], l['cores']): l['over_python'] for l in ratios if 'over_python' in l}
   assert sorted(over) == [(d, c) for d in ('bccd', 'bccd_tfrecord') for c in (1, 2)]
