@@ -377,7 +377,7 @@ def run(args):
   batch = args.batch_size or config.train.batch_size
   env = _env(args.threads)
   base = {'bench': 'learning', 'dataset': args.dataset, 'flagfile': args.flagfile,
-          'batch': batch, 'threads': args.threads, **common.host_fields()}
+          'extra_flags': args.extra_flags, 'batch': batch, 'threads': args.threads, **common.host_fields()}
   records, by_arm = [], {}
   data_path, classes = None, None
   config = config.replace(data=dataclasses.replace(config.data, dataset=args.dataset))
