@@ -128,8 +128,8 @@ def pinned_rates(cores_list):
     result = subprocess.run(cmd, capture_output=True, text=True, check=False,
                             preexec_fn=lambda cpus=cpus: os.sched_setaffinity(0, cpus))
     if result.returncode != 0:
-      raise RuntimeError(f'measuring on {len(cpus)} CPUs failed: '
-                         f'{result.stderr.strip().splitlines()[-1:]}')
+      last = (result.stderr.strip().splitlines() or ['no output'])[-1]
+      raise RuntimeError(f'measuring on {len(cpus)} CPUs failed: {last}')
     for line in result.stdout.splitlines():
       if not line.startswith('{'):
         continue

@@ -82,6 +82,12 @@ def scaled_steps(values, from_steps, to_steps):
   return [max(1, round(v * to_steps / from_steps)) if v else 0 for v in values]
 
 
+def scaled_schedule(train, steps):
+  """(warm-up steps, decay boundaries) of TrainConfig `train` scaled to a run of `steps`."""
+  warmup = scaled_steps([train.warmup_steps], train.num_steps, steps)[0]
+  return warmup, scaled_steps(list(train.lr_decay_steps), train.num_steps, steps)
+
+
 def learning_rate(step, base, boundaries, factor, warmup_steps, warmup_factor=0.1):
   """The rate at 0-based `step` of our schedule (`training.optimizer.StepDecayWithWarmup`):
   base * factor ** (boundaries passed), ramped linearly from warmup_factor times that
@@ -101,7 +107,8 @@ def export_records(config, path):
   pickle the torchvision worker reads without TensorFlow: {'class_names', 'category_ids',
   'train': [...], 'test': [...]}, each item {'image' uint8 [H, W, 3], 'boxes' float32
   [N, 4] xyxy pixels, 'labels' int64 [N] 1..K, 'image_id' int}. Difficult objects are
-  left out of the training items when the config skips them."""
+  left out of the training items when the config skips them. Returns (class names,
+  training images, test images)."""
   import numpy as np
   from faster_rcnn_tf import config as config_lib
   from faster_rcnn_tf.data import registry
@@ -130,7 +137,7 @@ def export_records(config, path):
                             f'{data.train_split if not payload["train"] else data.eval_split}')
   with open(path, 'wb') as f:
     pickle.dump(payload, f)
-  return len(payload['train']), len(payload['test'])
+  return payload['class_names'], len(payload['train']), len(payload['test'])
 
 
 def coco_results(image_id, boxes_xyxy, scores, labels, category_ids):
@@ -241,14 +248,14 @@ def torchvision_worker(spec_path):
 # --------------------------------------------------------------------- arms
 
 
-def _run_logged(cmd, log_path, env):
+def _run_logged(cmd, log_path):
   """Runs cmd with its output in log_path; (return code, seconds from start to the line
   starting with DONE, or to the end when none)."""
   start = time.time()
   done_at = None
   with open(log_path, 'w') as log:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, cwd=common.REPO)
+                            text=True, cwd=common.REPO)
     for line in proc.stdout:
       log.write(line)
       log.flush()
@@ -260,14 +267,7 @@ def _run_logged(cmd, log_path, env):
   return proc.returncode, done_at if done_at is not None else time.time() - start
 
 
-def _env(threads):
-  env = dict(os.environ)
-  for name in common.THREAD_ENV_VARS:
-    env[name] = str(threads)
-  return env
-
-
-def score(dataset, eval_split, out_dir, env, model_dir=None, detections=None, classes=None):
+def score(dataset, eval_split, out_dir, model_dir=None, detections=None, classes=None):
   """Runs evaluate.py on a run folder or a detections file; metrics.json's values."""
   cmd = [sys.executable, os.path.join(common.REPO, 'evaluate.py'),
          f'--dataset={dataset}', f'--eval_split={eval_split}', '--metric=voc07,voc,coco',
@@ -275,7 +275,7 @@ def score(dataset, eval_split, out_dir, env, model_dir=None, detections=None, cl
   cmd += [f'--model_dir={model_dir}'] if model_dir else [f'--detections={detections}']
   if classes:
     cmd.append('--classes=' + ','.join(classes))
-  result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=common.REPO)
+  result = subprocess.run(cmd, capture_output=True, text=True, cwd=common.REPO)
   if result.returncode != 0:
     lines = (result.stderr.strip() or result.stdout.strip() or '?').splitlines()
     raise RuntimeError(f'evaluate.py failed ({result.returncode}): {lines[-1]}')
@@ -295,51 +295,47 @@ def metric_fields(metrics):
           'coco_ap': pick('coco/AP'), 'coco_ap50': pick('coco/AP50')}
 
 
-def run_ours(args, config, steps, batch, env):
-  t = config.train
-  warmup = scaled_steps([t.warmup_steps], t.num_steps, steps)[0]
-  decay = scaled_steps(list(t.lr_decay_steps), t.num_steps, steps)
+def run_ours(args, config, steps, batch):
+  warmup, decay = scaled_schedule(config.train, steps)
   model_dir = os.path.join(args.work_dir, 'ours')
   cmd = [sys.executable, os.path.join(common.REPO, 'train.py'), f'--flagfile={args.flagfile}',
          f'--dataset={args.dataset}', f'--model_dir={model_dir}', f'--num_steps={steps}',
          f'--batch_size={batch}', f'--warmup_steps={warmup}',
          '--lr_decay_steps=' + ','.join(map(str, decay)), f'--checkpoint_every={steps}',
          '--final_eval=false', '--eval_every=0', *args.extra_flags.split()]
-  if os.path.isdir(model_dir):
-    raise common.BenchError(f'--work_dir: {model_dir} exists; give an empty --work_dir')
-  code, wall = _run_logged(cmd, os.path.join(args.work_dir, 'ours.log'), env)
+  code, wall = _run_logged(cmd, os.path.join(args.work_dir, 'ours.log'))
   if code != 0:
     raise RuntimeError(f'train.py exited {code}; see {args.work_dir}/ours.log')
   metrics = score(args.dataset, config.data.eval_split, os.path.join(model_dir, 'eval'),
-                  env, model_dir=model_dir)
+                  model_dir=model_dir)
   return {'steps': steps, 'wall_seconds': round(wall, 1), 'work_dir': model_dir,
           **metric_fields(metrics)}
 
 
-def run_torchvision(args, config, arm, steps, batch, time_limit, data_path, classes, env):
+def run_torchvision(args, config, arm, steps, batch, time_limit, data_path, classes):
+  from faster_rcnn_tf import config as config_lib
   t, d, m = config.train, config.data, config.model
   out_dir = os.path.join(args.work_dir, arm)
   os.makedirs(out_dir, exist_ok=True)
-  min_sizes = list(d.min_size) if isinstance(d.min_size, (list, tuple)) else [d.min_size]
+  warmup, boundaries = scaled_schedule(t, steps)
   spec = {'data': data_path, 'out_dir': out_dir, 'threads': args.threads, 'seed': t.seed,
           'steps': steps, 'batch': batch, 'time_limit': time_limit,
           'optimizer': t.optimizer, 'lr': t.learning_rate, 'momentum': t.momentum,
           'weight_decay': t.weight_decay, 'decay_factor': t.lr_decay_factor,
-          'boundaries': scaled_steps(list(t.lr_decay_steps), t.num_steps, steps),
-          'warmup_steps': scaled_steps([t.warmup_steps], t.num_steps, steps)[0],
-          'min_size': min_sizes, 'max_size': d.max_size, 'flip': d.flip,
+          'boundaries': boundaries, 'warmup_steps': warmup,
+          'min_size': list(config_lib.min_sizes_of(d.min_size)), 'max_size': d.max_size, 'flip': d.flip,
           'score_threshold': m.score_threshold, 'max_detections': 100,
           'log_every': t.log_every}
   spec_path = os.path.join(out_dir, 'spec.json')
   with open(spec_path, 'w') as f:
     json.dump(spec, f, indent=1)
   cmd = [sys.executable, os.path.abspath(__file__), WORKER_FLAG, spec_path]
-  code, _ = _run_logged(cmd, os.path.join(args.work_dir, f'{arm}.log'), env)
+  code, _ = _run_logged(cmd, os.path.join(args.work_dir, f'{arm}.log'))
   if code != 0:
     raise RuntimeError(f'torchvision worker exited {code}; see {args.work_dir}/{arm}.log')
   with open(os.path.join(out_dir, 'result.json')) as f:
     result = json.load(f)
-  metrics = score(args.dataset, d.eval_split, os.path.join(out_dir, 'eval'), env,
+  metrics = score(args.dataset, d.eval_split, os.path.join(out_dir, 'eval'),
                   detections=os.path.join(out_dir, 'detections.json'), classes=classes)
   return {'steps': result['steps'], 'wall_seconds': round(result['wall_seconds'], 1),
           'work_dir': out_dir, 'torch': result['torch'],
@@ -373,32 +369,32 @@ def run(args):
     config = runs.config_from_flagfile(args.flagfile)
   except runs.RunError as e:
     raise ValueError(f'--flagfile: {e}') from None
+  if 'ours' in arms and os.path.isdir(os.path.join(args.work_dir, 'ours')):
+    raise common.BenchError(f'--work_dir: {args.work_dir}/ours exists; give an empty '
+                            '--work_dir')
   os.makedirs(args.work_dir, exist_ok=True)
   batch = args.batch_size or config.train.batch_size
-  env = _env(args.threads)
   base = {'bench': 'learning', 'dataset': args.dataset, 'flagfile': args.flagfile,
-          'extra_flags': args.extra_flags, 'batch': batch, 'threads': args.threads, **common.host_fields()}
+          'extra_flags': args.extra_flags, 'batch': batch, 'threads': args.threads,
+          **common.host_fields()}
   records, by_arm = [], {}
   data_path, classes = None, None
   config = config.replace(data=dataclasses.replace(config.data, dataset=args.dataset))
   if any(a.startswith('tv_') for a in arms):
     data_path = os.path.join(args.work_dir, 'data.pkl')
-    counts = export_records(config, data_path)
-    with open(data_path, 'rb') as f:
-      classes = pickle.load(f)['class_names']
-    common.note(f'{args.dataset}: {counts[0]} training and {counts[1]} test images')
+    classes, num_train, num_test = export_records(config, data_path)
+    common.note(f'{args.dataset}: {num_train} training and {num_test} test images')
   for arm in arms:
     common.note(f'arm {arm} ...')
     try:
       if arm == 'ours':
-        rec = run_ours(args, config, args.steps, batch, env)
+        rec = run_ours(args, config, args.steps, batch)
       elif arm == 'tv_steps':
-        rec = run_torchvision(args, config, arm, args.steps, batch, 0, data_path, classes,
-                              env)
+        rec = run_torchvision(args, config, arm, args.steps, batch, 0, data_path, classes)
       else:
         limit = by_arm['ours']['wall_seconds']
         rec = run_torchvision(args, config, arm, 10 ** 9, batch, limit, data_path,
-                              classes, env)
+                              classes)
         rec['time_limit_seconds'] = limit
     except (RuntimeError, OSError) as e:
       rec = {'error': f'{type(e).__name__}: {e}'}

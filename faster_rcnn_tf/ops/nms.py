@@ -179,9 +179,8 @@ def _kernel_zero_area_split(boxes, scores, size, iou_threshold, score_threshold)
       boxes=boxes, scores=tf.where(zero_area, float('-inf'), scores), max_output_size=size,
       iou_threshold=iou_threshold, score_threshold=score_threshold,
       pad_to_max_output_size=True)
-  # The padding slots write into an extra row n: every real row is written at most once,
-  # which ONNX's ScatterND (the last of duplicate writes wins) needs as much as TF's
-  # (duplicates add up) does not.
+  # The padding slots write into an extra row n, so each real row is written at most once:
+  # TF's scatter adds duplicate writes, but ONNX's ScatterND keeps only the last one.
   rows = tf.where(tf.range(size) < num_kept, kept, n)
   marked = tf.scatter_nd(rows[:, tf.newaxis], tf.ones([size], tf.int32), [n + 1])[:n]
   selected = (marked > 0) | (zero_area & candidate)
