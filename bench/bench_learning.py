@@ -37,6 +37,7 @@ import os
 import pickle
 import subprocess
 import sys
+import statistics
 import time
 
 if __package__ in (None, ''):
@@ -48,6 +49,7 @@ ARMS = ('ours', 'tv_steps', 'tv_time')
 TV_MODEL = 'fasterrcnn_mobilenet_v3_large_fpn'
 DONE = 'Training done'
 PROBE_STEPS = 10
+PROBE_SKIP = 3  # the first steps allocate and warm up: slower than the rest
 WORKER_FLAG = '--torchvision_worker'  # the child process's mode: argv [WORKER_FLAG, SPEC]
 
 
@@ -154,6 +156,15 @@ def coco_results(image_id, boxes_xyxy, scores, labels, category_ids):
 # --------------------------------------------------------------------- torchvision
 
 
+def steps_in_time(step_ends, train_start, time_left):
+  """The total step count a run can reach: the steps done (len(step_ends), their end
+  times) plus those that fit in time_left seconds at the median duration of the steps
+  after the first PROBE_SKIP (at least one more step)."""
+  ends = [train_start] + list(step_ends)
+  per_step = statistics.median(b - a for a, b in zip(ends[PROBE_SKIP:], ends[PROBE_SKIP + 1:]))
+  return len(step_ends) + max(1, int(time_left / per_step))
+
+
 def torchvision_worker(spec_path):
   """Trains and runs torchvision's model as the spec file says (a child process: torch
   only, no TensorFlow); writes detections.json and result.json into spec['out_dir']."""
@@ -195,11 +206,10 @@ def torchvision_worker(spec_path):
   steps, boundaries, warmup = spec['steps'], list(spec['boundaries']), spec['warmup_steps']
   deadline = start + spec['time_limit'] if spec['time_limit'] else None
   model.train()
-  step, train_start, losses = 0, time.time(), []
+  step, train_start, losses, step_ends = 0, time.time(), [], []
   while step < steps:
     if deadline and step == PROBE_STEPS:  # fit the schedule to the steps left in the time
-      per_step = (time.time() - train_start) / PROBE_STEPS
-      new_steps = max(PROBE_STEPS + 1, int(PROBE_STEPS + (deadline - time.time()) / per_step))
+      new_steps = steps_in_time(step_ends, train_start, deadline - time.time())
       boundaries = scaled_steps(boundaries, steps, new_steps)
       warmup = scaled_steps([warmup], steps, new_steps)[0]
       steps = new_steps
@@ -221,6 +231,7 @@ def torchvision_worker(spec_path):
     loss.backward()
     optimizer.step()
     losses.append(float(loss))
+    step_ends.append(time.time())
     step += 1
     if step % spec['log_every'] == 0:
       print(f'step {step}/{steps} | loss {np.mean(losses[-spec["log_every"]:]):.4f} | '

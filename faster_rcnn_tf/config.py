@@ -138,6 +138,7 @@ class ModelConfig:
   roi_fg_fraction: float = 0.25
   roi_bg_iou_lo: float = ROI_BG_IOU_LO
   score_threshold: float = 0.05
+  detection_nms_iou: float = 0.3
   max_detections: int = 100
 
   def __post_init__(self):
@@ -436,8 +437,8 @@ def model_kwargs(config: RunConfig, pretrained: bool = True,
       test_pre_nms_topk=m.test_pre_nms_topk, test_post_nms_topk=m.test_post_nms_topk,
       rpn_num_samples=m.rpn_num_samples, roi_num_samples=m.roi_num_samples,
       roi_fg_fraction=m.roi_fg_fraction, roi_bg_iou_lo=m.roi_bg_iou_lo,
-      score_threshold=m.score_threshold, max_detections=m.max_detections,
-      execution=e.to_execution(), compile_backbone=False if serving else None,
+      score_threshold=m.score_threshold, detection_nms_iou=m.detection_nms_iou,
+      max_detections=m.max_detections, execution=e.to_execution(), compile_backbone=False if serving else None,
       class_names=list(config.class_names), min_size=config.data.inference_min_size,
       max_size=config.data.max_size)
 

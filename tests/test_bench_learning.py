@@ -37,6 +37,14 @@ def test_scaled_steps_keep_zero_and_at_least_one():
   assert bench_learning.scaled_steps([0, 3], 2400, 60) == [0, 1]
 
 
+def test_steps_in_time_ignores_the_slow_first_steps():
+  # 3 slow warm-up steps (5 s each), then 7 of 1 s: 20 s left fit 20 more steps; the
+  # plain mean over the 10 steps (2.2 s) would fit 9.
+  ends = np.cumsum([5.0, 5.0, 5.0] + [1.0] * 7) + 100.0
+  assert bench_learning.steps_in_time(list(ends), 100.0, 20.0) == 10 + 20
+  assert bench_learning.steps_in_time(list(ends), 100.0, 0.1) == 10 + 1
+
+
 def test_coco_results_are_xywh_with_the_datasets_category_ids():
   out = bench_learning.coco_results(7, np.array([[10., 20., 40., 25.]]), np.array([0.5]),
                                     np.array([2]), [11, 12, 13])

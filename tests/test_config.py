@@ -106,6 +106,19 @@ def test_one_default_for_the_background_iou_floor():
   assert layer_default == model_default == flag_default == 0.0
 
 
+def test_one_default_for_the_detection_nms_iou():
+  from faster_rcnn_tf.layers.detection_generator import DetectionGenerator
+  from faster_rcnn_tf.model import FasterRCNN
+  layer_default = inspect.signature(DetectionGenerator).parameters['nms_iou'].default
+  model_default = inspect.signature(FasterRCNN).parameters['detection_nms_iou'].default
+  config = config_lib.RunConfig(class_names=('a',))
+  # The reference's TEST.NMS.
+  assert (layer_default == model_default == _all_flags()['detection_nms_iou'].default
+          == config_lib.model_kwargs(config)['detection_nms_iou'] == 0.3)
+  config.model.detection_nms_iou = 0.5
+  assert config_lib.model_kwargs(config)['detection_nms_iou'] == 0.5
+
+
 def test_model_kwargs_are_the_model_constructor_keywords():
   from faster_rcnn_tf.model import FasterRCNN
   config = config_lib.RunConfig(class_names=('a',))
