@@ -5,7 +5,8 @@ evaluate.py (VOC07 and VOC area mAP@0.5, COCO AP) on the same test images.
 
     python bench/bench_learning.py --dataset=voc:../shared/data/bccd \\
         [--flagfile=configs/bccd_scratch.cfg] [--steps=600] [--batch_size=0]
-        [--arms=ours,tv_steps,tv_time] [--work_dir=/tmp/bench_learning] [--threads=2]
+        [--arms=ours,tv_steps,tv_time] [--time_limit=S] [--work_dir=/tmp/bench_learning]
+        [--threads=2]
 
 Needs torch and torchvision for the torchvision arms (bench/requirements-torchvision.txt;
 never a dependency of the package). Run it on a quiet machine: the wall-time arm is only
@@ -18,8 +19,9 @@ Arms (all from the same flagfile's data, sizes, optimizer and schedule):
             with momentum), learning rate, warm-up, step decay and weight decay, the same
             min / max size and horizontal flips, images and boxes from our own data source
             (the same cleaning), difficult objects left out as ours leaves them out;
-  tv_time   torchvision for ours' wall time: after 10 steps it estimates how many steps
-            fit in what is left, scales its schedule to that, and stops at the time limit.
+  tv_time   torchvision for ours' wall time: its schedule stretched over the time left
+            after start-up (warm-up and decays at the same fractions of the time), as
+            many steps as fit, stopped at the time limit.
 Wall time is each training process's, from its start (imports, data, graph building
 included) to its last step; evaluation is not counted.
 
@@ -37,7 +39,6 @@ import os
 import pickle
 import subprocess
 import sys
-import statistics
 import time
 
 if __package__ in (None, ''):
@@ -48,8 +49,6 @@ from bench import common  # pylint: disable=wrong-import-position
 ARMS = ('ours', 'tv_steps', 'tv_time')
 TV_MODEL = 'fasterrcnn_mobilenet_v3_large_fpn'
 DONE = 'Training done'
-PROBE_STEPS = 10
-PROBE_SKIP = 3  # the first steps allocate and warm up: slower than the rest
 WORKER_FLAG = '--torchvision_worker'  # the child process's mode: argv [WORKER_FLAG, SPEC]
 
 
@@ -70,6 +69,9 @@ def build_parser():
                       help='Run folders, data and detections of every arm.')
   parser.add_argument('--extra_flags', default='',
                       help='More train.py flags for ours, space-separated.')
+  parser.add_argument('--time_limit', type=float, default=0.0,
+                      help='Seconds for tv_time when ours is not among --arms (ours\' '
+                      'wall time from an earlier run).')
   parser.add_argument('--threads', type=int, default=common.DEFAULT_THREADS,
                       help='CPU threads of every arm.')
   return parser
@@ -156,13 +158,12 @@ def coco_results(image_id, boxes_xyxy, scores, labels, category_ids):
 # --------------------------------------------------------------------- torchvision
 
 
-def steps_in_time(step_ends, train_start, time_left):
-  """The total step count a run can reach: the steps done (len(step_ends), their end
-  times) plus those that fit in time_left seconds at the median duration of the steps
-  after the first PROBE_SKIP (at least one more step)."""
-  ends = [train_start] + list(step_ends)
-  per_step = statistics.median(b - a for a, b in zip(ends[PROBE_SKIP:], ends[PROBE_SKIP + 1:]))
-  return len(step_ends) + max(1, int(time_left / per_step))
+def schedule_step(elapsed, budget, steps):
+  """The wall-time arm's position in a `steps`-step schedule after `elapsed` of its
+  `budget` seconds of training: the schedule stretched over the time, so warm-up and
+  decays fall at the same fractions of the time as of the steps (no step count to
+  predict: torchvision's first steps are several times slower than the rest)."""
+  return min(steps, int(steps * elapsed / budget)) if budget > 0 else steps
 
 
 def torchvision_worker(spec_path):
@@ -206,17 +207,14 @@ def torchvision_worker(spec_path):
   steps, boundaries, warmup = spec['steps'], list(spec['boundaries']), spec['warmup_steps']
   deadline = start + spec['time_limit'] if spec['time_limit'] else None
   model.train()
-  step, train_start, losses, step_ends = 0, time.time(), [], []
-  while step < steps:
-    if deadline and step == PROBE_STEPS:  # fit the schedule to the steps left in the time
-      new_steps = steps_in_time(step_ends, train_start, deadline - time.time())
-      boundaries = scaled_steps(boundaries, steps, new_steps)
-      warmup = scaled_steps([warmup], steps, new_steps)[0]
-      steps = new_steps
-    if deadline and time.time() >= deadline:
+  step, train_start, losses = 0, time.time(), []
+  while deadline or step < steps:
+    now = time.time()
+    if deadline and now >= deadline:
       break
+    at = schedule_step(now - train_start, deadline - train_start, steps) if deadline else step
     for group in optimizer.param_groups:
-      group['lr'] = learning_rate(step, spec['lr'], boundaries, spec['decay_factor'], warmup)
+      group['lr'] = learning_rate(at, spec['lr'], boundaries, spec['decay_factor'], warmup)
     images, targets = [], []
     for _ in range(batch):
       if pos == len(order):
@@ -231,7 +229,6 @@ def torchvision_worker(spec_path):
     loss.backward()
     optimizer.step()
     losses.append(float(loss))
-    step_ends.append(time.time())
     step += 1
     if step % spec['log_every'] == 0:
       print(f'step {step}/{steps} | loss {np.mean(losses[-spec["log_every"]:]):.4f} | '
@@ -369,8 +366,9 @@ def run(args):
   unknown = sorted(set(arms) - set(ARMS))
   if unknown:
     raise ValueError(f'--arms: unknown {unknown}; choose from {",".join(ARMS)}')
-  if 'tv_time' in arms and 'ours' not in arms:
-    raise ValueError('--arms: tv_time needs ours (it trains for ours\' wall time)')
+  if 'tv_time' in arms and 'ours' not in arms and args.time_limit <= 0:
+    raise ValueError('--arms: tv_time needs ours (it trains for ours\' wall time) or '
+                     '--time_limit')
   if args.steps < 1:
     raise ValueError(f'--steps={args.steps}: must be at least 1')
   if any(a.startswith('tv_') for a in arms):
@@ -403,8 +401,8 @@ def run(args):
       elif arm == 'tv_steps':
         rec = run_torchvision(args, config, arm, args.steps, batch, 0, data_path, classes)
       else:
-        limit = by_arm['ours']['wall_seconds']
-        rec = run_torchvision(args, config, arm, 10 ** 9, batch, limit, data_path,
+        limit = by_arm['ours']['wall_seconds'] if 'ours' in by_arm else args.time_limit
+        rec = run_torchvision(args, config, arm, args.steps, batch, limit, data_path,
                               classes)
         rec['time_limit_seconds'] = limit
     except (RuntimeError, OSError) as e:

@@ -37,12 +37,13 @@ def test_scaled_steps_keep_zero_and_at_least_one():
   assert bench_learning.scaled_steps([0, 3], 2400, 60) == [0, 1]
 
 
-def test_steps_in_time_ignores_the_slow_first_steps():
-  # 3 slow warm-up steps (5 s each), then 7 of 1 s: 20 s left fit 20 more steps; the
-  # plain mean over the 10 steps (2.2 s) would fit 9.
-  ends = np.cumsum([5.0, 5.0, 5.0] + [1.0] * 7) + 100.0
-  assert bench_learning.steps_in_time(list(ends), 100.0, 20.0) == 10 + 20
-  assert bench_learning.steps_in_time(list(ends), 100.0, 0.1) == 10 + 1
+def test_schedule_step_stretches_the_schedule_over_the_time():
+  # 400 steps over 300 s: a quarter of the time is step 100, the end is the last step.
+  assert bench_learning.schedule_step(75.0, 300.0, 400) == 100
+  assert bench_learning.schedule_step(0.0, 300.0, 400) == 0
+  assert bench_learning.schedule_step(299.9, 300.0, 400) == 399
+  assert bench_learning.schedule_step(400.0, 300.0, 400) == 400
+  assert bench_learning.schedule_step(5.0, 0.0, 400) == 400
 
 
 def test_coco_results_are_xywh_with_the_datasets_category_ids():
@@ -80,3 +81,12 @@ def test_bad_arm_is_one_line(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       "bench_learning.py: error: --arms: unknown ['tv_weekly']; choose from "
       'ours,tv_steps,tv_time')
+
+
+def test_time_arm_without_ours_needs_a_time_limit(tmp_path):
+  result = _bench('bench_learning.py', '--dataset=shapes', '--arms=tv_time',
+                  f'--work_dir={tmp_path}/w')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      "bench_learning.py: error: --arms: tv_time needs ours (it trains for ours' wall "
+      'time) or --time_limit')
