@@ -74,19 +74,12 @@ def test_without_torch_the_torchvision_arms_refuse_in_one_line(tmp_path):
                                              'arms need torch and torchvision'), result.stderr
 
 
-def test_bad_arm_is_one_line(tmp_path):
-  result = _bench('bench_learning.py', '--dataset=shapes', '--arms=ours,tv_weekly',
+@pytest.mark.parametrize('arms, message', [
+    ('ours,tv_weekly', "--arms: unknown ['tv_weekly']; choose from ours,tv_steps,tv_time"),
+    ('tv_time', "--arms: tv_time needs ours (it trains for ours' wall time) or --time_limit"),
+])
+def test_bad_arms_are_one_line(tmp_path, arms, message):
+  result = _bench('bench_learning.py', '--dataset=shapes', f'--arms={arms}',
                   f'--work_dir={tmp_path}/w')
   assert result.returncode == 2
-  assert result.stderr.strip().splitlines()[-1] == (
-      "bench_learning.py: error: --arms: unknown ['tv_weekly']; choose from "
-      'ours,tv_steps,tv_time')
-
-
-def test_time_arm_without_ours_needs_a_time_limit(tmp_path):
-  result = _bench('bench_learning.py', '--dataset=shapes', '--arms=tv_time',
-                  f'--work_dir={tmp_path}/w')
-  assert result.returncode == 2
-  assert result.stderr.strip().splitlines()[-1] == (
-      "bench_learning.py: error: --arms: tv_time needs ours (it trains for ours' wall "
-      'time) or --time_limit')
+  assert result.stderr.strip().splitlines()[-1] == f'bench_learning.py: error: {message}'
