@@ -30,6 +30,10 @@ FORMAT_VERSION = 1
 # what plain background looks like); one value for the layer, the model and the flag.
 ROI_BG_IOU_LO = 0.0
 
+# Per-class NMS IoU of the detections: the reference's TEST.NMS; one value for the layer,
+# the model and the flag.
+DETECTION_NMS_IOU = 0.3
+
 
 class ConfigError(ValueError):
   """An unreadable or inconsistent configuration; the message names the file and field."""
@@ -138,7 +142,7 @@ class ModelConfig:
   roi_fg_fraction: float = 0.25
   roi_bg_iou_lo: float = ROI_BG_IOU_LO
   score_threshold: float = 0.05
-  detection_nms_iou: float = 0.3
+  detection_nms_iou: float = DETECTION_NMS_IOU
   max_detections: int = 100
 
   def __post_init__(self):
@@ -438,7 +442,8 @@ def model_kwargs(config: RunConfig, pretrained: bool = True,
       rpn_num_samples=m.rpn_num_samples, roi_num_samples=m.roi_num_samples,
       roi_fg_fraction=m.roi_fg_fraction, roi_bg_iou_lo=m.roi_bg_iou_lo,
       score_threshold=m.score_threshold, detection_nms_iou=m.detection_nms_iou,
-      max_detections=m.max_detections, execution=e.to_execution(), compile_backbone=False if serving else None,
+      max_detections=m.max_detections, execution=e.to_execution(),
+      compile_backbone=False if serving else None,
       class_names=list(config.class_names), min_size=config.data.inference_min_size,
       max_size=config.data.max_size)
 

@@ -141,8 +141,9 @@ def define_model_flags():
   flags.DEFINE_float('roi_bg_iou_lo', config_lib.ROI_BG_IOU_LO,
                     'Background RoIs have IoU in [this, 0.5).')
   flags.DEFINE_float('score_threshold', 0.05, 'Detections scoring at most this are dropped.')
-  flags.DEFINE_float('detection_nms_iou', 0.3, "Per-class NMS IoU of the detections (the "
-                     "reference's 0.3; crowded, overlapping objects keep more at 0.5).")
+  flags.DEFINE_float('detection_nms_iou', config_lib.DETECTION_NMS_IOU,
+                     "Per-class NMS IoU of the detections (the reference's 0.3; crowded, "
+                     'overlapping objects keep more at 0.5).')
   flags.DEFINE_integer('max_detections', 100, 'Detections per image.')
   flags.DEFINE_enum('precision', 'float32', list(PRECISIONS),
                     "Keras dtype policy: float32, mixed_float16 (GPUs: float16 compute, "

@@ -92,7 +92,7 @@ class FasterRCNN(keras.Model):
                proposal_min_size=0.0, roi_num_samples=128, roi_fg_fraction=0.25,
                roi_fg_iou=0.5, roi_bg_iou_hi=0.5, roi_bg_iou_lo=config.ROI_BG_IOU_LO,
                rpn_sigma=3.0,
-               head_sigma=1.0, score_threshold=0.05, detection_nms_iou=0.3,
+               head_sigma=1.0, score_threshold=0.05, detection_nms_iou=config.DETECTION_NMS_IOU,
                max_detections=100, execution=None, fold_batch_norm=None,
                compile_backbone=None, inference_splits=None, detection_nms_method=None,
                proposal_nms_method=None, class_names=None, min_size=600,

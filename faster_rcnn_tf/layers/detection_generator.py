@@ -5,6 +5,7 @@ static."""
 import keras
 import tensorflow as tf
 
+from faster_rcnn_tf import config
 from faster_rcnn_tf import inputs
 from faster_rcnn_tf.layers.box_geometry_layer import BoxGeometryLayer
 from faster_rcnn_tf.ops import box_ops
@@ -68,7 +69,7 @@ class DetectionGenerator(BoxGeometryLayer):
   nms_tile_size: boxes per tile of 'tiled'.
   """
 
-  def __init__(self, score_threshold=0.05, nms_iou=0.3, max_detections=100,
+  def __init__(self, score_threshold=0.05, nms_iou=config.DETECTION_NMS_IOU, max_detections=100,
                box_stds=box_ops.HEAD_BOX_STDS, nms_method='auto',
                nms_tile_size=nms.TILE_SIZE, **kwargs):
     super().__init__(**kwargs)
