@@ -84,3 +84,21 @@ def memorized_model_dir(tmp_path_factory):
   model_dir = tmp_path_factory.mktemp('memorized_run') / 'model'
   result = run_helpers.train_tiny(str(model_dir), *run_helpers.MEMORIZE_ARGS)
   return str(model_dir), result.stdout
+
+
+@pytest.fixture
+def op_determinism():
+  """TF op determinism on for one test, off again after it.
+
+  Without it some of TF's multi-threaded CPU gradient kernels (scatter-adds, bias
+  reductions) sum in an order that varies from run to run: two computations of one
+  training step then differ by up to 1e-6 on small models and 1e-3 on larger ones, which
+  no tolerance that still catches a wrong step can absorb. Kernels are chosen when a
+  function is traced, so the test must build its models and functions inside."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tensorflow.python.framework import config as tf_config  # pylint: disable=import-outside-toplevel
+  tf.config.experimental.enable_op_determinism()
+  try:
+    yield
+  finally:
+    tf_config.disable_op_determinism()  # TF has no public call to turn it off again

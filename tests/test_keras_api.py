@@ -114,6 +114,7 @@ def test_callbacks_checkpoint_the_best_epoch_and_write_summaries(fitted):
   assert len(events) >= 2  # train and validation
 
 
+@pytest.mark.usefixtures('op_determinism')
 def test_keras_train_step_is_the_trainer_step():
   """From the same weights, one fit step and one Trainer.step (train.py's) give the same
   weights: SGD with momentum, weight decay, doubled bias rate, gradient clipping."""
