@@ -375,6 +375,7 @@ def test_batch_norm_is_frozen_unless_trained(train_batch_norm):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.usefixtures('op_determinism')
 def test_learns_a_synthetic_scene():
   # Adam: with SGD the RPN's few positive anchors (1-2 per object, 1/256 of the
   # normalized loss each) take far more than a few hundred steps to learn.
