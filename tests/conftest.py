@@ -95,10 +95,13 @@ def op_determinism():
   training step then differ by up to 1e-6 on small models and 1e-3 on larger ones, which
   no tolerance that still catches a wrong step can absorb. Kernels are chosen when a
   function is traced, so the test must build its models and functions inside."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from tensorflow.python.framework import config as tf_config  # pylint: disable=import-outside-toplevel
-  tf.config.experimental.enable_op_determinism()
+  # pylint: disable=import-outside-toplevel
+  # TF exports only the call that turns it on; this module also has the one that turns it
+  # off. Imported here: test_conftest_ci_rule.py loads this file into bare pytest
+  # subprocesses, which need not pay for importing TensorFlow.
+  from tensorflow.python.framework import config as tf_config
+  tf_config.enable_op_determinism()
   try:
     yield
   finally:
-    tf_config.disable_op_determinism()  # TF has no public call to turn it off again
+    tf_config.disable_op_determinism()
